@@ -1,0 +1,53 @@
+# One entry point for developers and CI. Everything a fresh clone needs is installed from here.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export PYTHONPATH := $(CURDIR):$(CURDIR)/gen
+export CASHBACK_ENV ?= dev
+
+.PHONY: help venv protos migrate run test test-unit lint bench clean
+
+help:
+	@echo "make run      - install, generate, migrate and start the whole stack (embedded default)"
+	@echo "make test     - run the whole test suite"
+	@echo "make lint     - ruff and buf lint"
+	@echo "make protos   - generate Python code and stubs from protos/"
+	@echo "make migrate  - apply every service's migrations"
+
+$(STAMP): pyproject.toml constraints.txt
+	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) on PATH"; exit 1; }
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+gen/.stamp: $(STAMP) $(shell find protos -name '*.proto')
+	$(PY) scripts/gen_protos.py
+	touch gen/.stamp
+
+protos: $(STAMP)
+	$(PY) scripts/gen_protos.py
+	touch gen/.stamp
+
+migrate: gen/.stamp
+	$(PY) -m services.common.migrate all
+
+run: gen/.stamp
+	$(PY) -m scripts.run_stack
+
+test: gen/.stamp
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: gen/.stamp
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/buf lint
+
+bench: gen/.stamp
+	$(PY) -m scripts.bench
+
+clean:
+	rm -rf gen var
