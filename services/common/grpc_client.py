@@ -1,0 +1,63 @@
+"""Outgoing gRPC: one channel per upstream, a deadline on every call, the request id passed on,
+and domain errors read back from `ErrorInfo`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from google.rpc import error_details_pb2, status_pb2
+
+from services.common.grpc_server import REQUEST_ID_KEY, STATUS_DETAILS_KEY
+from services.common.logs import request_id_var
+
+DEFAULT_DEADLINE_SECONDS = 5.0
+
+
+class _DeadlineAndRequestId(grpc.aio.UnaryUnaryClientInterceptor):
+    def __init__(self, default_timeout: float) -> None:
+        self._default_timeout = default_timeout
+
+    async def intercept_unary_unary(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
+        metadata = list(client_call_details.metadata or [])
+        request_id = request_id_var.get()
+        if request_id != "-" and not any(k == REQUEST_ID_KEY for k, _ in metadata):
+            metadata.append((REQUEST_ID_KEY, request_id))
+        details = grpc.aio.ClientCallDetails(
+            method=client_call_details.method,
+            timeout=client_call_details.timeout or self._default_timeout,
+            metadata=grpc.aio.Metadata(*metadata),
+            credentials=client_call_details.credentials,
+            wait_for_ready=client_call_details.wait_for_ready,
+        )
+        return await continuation(details, request)
+
+
+def open_channel(address: str, *, default_timeout: float = DEFAULT_DEADLINE_SECONDS) -> grpc.aio.Channel:
+    return grpc.aio.insecure_channel(
+        address,
+        interceptors=[_DeadlineAndRequestId(default_timeout)],
+        options=[("grpc.keepalive_time_ms", 30_000), ("grpc.enable_retries", 1)],
+    )
+
+
+@dataclass(frozen=True)
+class RpcErrorInfo:
+    code: grpc.StatusCode
+    message: str
+    reason: str
+    metadata: dict[str, str]
+
+
+def error_info(exc: grpc.aio.AioRpcError) -> RpcErrorInfo:
+    """The stable reason and metadata a service put in `ErrorInfo`, or the code's name."""
+    reason, metadata = exc.code().name, {}
+    for key, value in exc.trailing_metadata() or ():
+        if key == STATUS_DETAILS_KEY and isinstance(value, bytes):
+            status = status_pb2.Status.FromString(value)
+            for detail in status.details:
+                info = error_details_pb2.ErrorInfo()
+                if detail.Unpack(info):
+                    reason, metadata = info.reason, dict(info.metadata)
+    return RpcErrorInfo(exc.code(), exc.details() or "", reason, metadata)

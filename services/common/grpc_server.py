@@ -1,0 +1,175 @@
+"""gRPC server bootstrap, written once: health, reflection, error mapping, request ids,
+graceful shutdown. A service describes itself as a `Runtime`; tests start it on port 0 with
+`start()`, `__main__` runs it with `serve()`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import error_details_pb2, status_pb2
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from services.common.errors import DomainError, ErrorKind
+from services.common.logs import request_id_var
+
+log = logging.getLogger("cashback.grpc")
+
+STATUS_BY_KIND: dict[ErrorKind, grpc.StatusCode] = {
+    ErrorKind.INVALID_ARGUMENT: grpc.StatusCode.INVALID_ARGUMENT,
+    ErrorKind.NOT_FOUND: grpc.StatusCode.NOT_FOUND,
+    ErrorKind.ALREADY_EXISTS: grpc.StatusCode.ALREADY_EXISTS,
+    ErrorKind.FAILED_PRECONDITION: grpc.StatusCode.FAILED_PRECONDITION,
+    ErrorKind.RESOURCE_EXHAUSTED: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    ErrorKind.UNAUTHENTICATED: grpc.StatusCode.UNAUTHENTICATED,
+    ErrorKind.PERMISSION_DENIED: grpc.StatusCode.PERMISSION_DENIED,
+    ErrorKind.UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
+}
+STATUS_DETAILS_KEY = "grpc-status-details-bin"
+REQUEST_ID_KEY = "x-request-id"
+
+
+def status_trailer(code: grpc.StatusCode, message: str, reason: str, domain: str,
+                   metadata: dict[str, str]) -> tuple[tuple[str, bytes], ...]:
+    detail = any_pb2.Any()
+    detail.Pack(error_details_pb2.ErrorInfo(reason=reason, domain=domain, metadata=metadata))
+    status = status_pb2.Status(code=code.value[0], message=message, details=[detail])
+    return ((STATUS_DETAILS_KEY, status.SerializeToString()),)
+
+
+class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
+    """Domain errors → status code + ErrorInfo; anything else → INTERNAL with a log line.
+    Also binds the caller's request id to the logs of the call."""
+
+    def __init__(self, domain: str) -> None:
+        self._domain = domain
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        inner = handler.unary_unary
+        domain = self._domain
+        method = handler_call_details.method
+        request_id = dict(handler_call_details.invocation_metadata or ()).get(REQUEST_ID_KEY, "-")
+
+        async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            token = request_id_var.set(str(request_id))
+            try:
+                return await inner(request, context)
+            except DomainError as exc:
+                code = STATUS_BY_KIND[exc.kind]
+                log.info("%s -> %s %s: %s", method, code.name, exc.reason, exc.message)
+                await context.abort(
+                    code, exc.message,
+                    trailing_metadata=status_trailer(code, exc.message, exc.reason, domain, exc.metadata),
+                )
+            except (grpc.aio.AbortError, asyncio.CancelledError):
+                raise
+            except Exception:
+                log.exception("%s failed", method)
+                await context.abort(
+                    grpc.StatusCode.INTERNAL, "internal error",
+                    trailing_metadata=status_trailer(
+                        grpc.StatusCode.INTERNAL, "internal error", "INTERNAL", domain, {}),
+                )
+            finally:
+                request_id_var.reset(token)
+
+        return grpc.unary_unary_rpc_method_handler(
+            wrapper,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+
+@dataclass
+class Runtime:
+    """What a service brings to the bootstrap."""
+
+    name: str  # "ledger"
+    service_names: list[str]  # full gRPC names, for health and reflection
+    register: Callable[[grpc.aio.Server], None]
+    background: list[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
+    close: Callable[[], Awaitable[None]] | None = None
+
+
+@dataclass
+class RunningService:
+    runtime: Runtime
+    server: grpc.aio.Server
+    port: int
+    health: health.aio.HealthServicer
+    tasks: list[asyncio.Task[None]]
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Health flips to NOT_SERVING, new calls are refused, in-flight calls get `grace`."""
+        for name in ["", *self.runtime.service_names]:
+            await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self.server.stop(grace)
+        for task in self.tasks:
+            task.cancel()
+        for task in self.tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self.runtime.close is not None:
+            await self.runtime.close()
+
+
+async def _guard(job: Callable[[], Coroutine[Any, Any, None]], name: str) -> None:
+    """A background loop that dies is logged and restarted, never silently lost."""
+    while True:
+        try:
+            await job()
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("background job %s crashed; restarting in 1 s", name)
+            await asyncio.sleep(1)
+
+
+async def start(runtime: Runtime, *, host: str = "127.0.0.1", port: int = 0) -> RunningService:
+    server = grpc.aio.server(interceptors=[ErrorMappingInterceptor(f"cashback.{runtime.name}")])
+    runtime.register(server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        [*runtime.service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+         reflection.SERVICE_NAME],
+        server,
+    )
+    bound = server.add_insecure_port(f"{host}:{port}")
+    if bound == 0:
+        raise OSError(f"{runtime.name}: cannot listen on {host}:{port}")
+    await server.start()
+    for name in ["", *runtime.service_names]:
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    tasks = [asyncio.create_task(_guard(job, job.__qualname__)) for job in runtime.background]
+    return RunningService(runtime, server, bound, health_servicer, tasks)
+
+
+async def serve(runtime: Runtime, *, host: str, port: int, grace: float = 10.0) -> None:
+    """Run until SIGTERM or SIGINT, then shut down gracefully."""
+    running = await start(runtime, host=host, port=port)
+    log.info("%s listening on %s:%d", runtime.name, host, running.port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("%s shutting down (grace %.0f s)", runtime.name, grace)
+    await running.stop(grace)
+    log.info("%s stopped", runtime.name)

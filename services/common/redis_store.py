@@ -1,0 +1,65 @@
+"""Redis, when there is one. Redis is the fast path (postback dedup, rate limits, HTTP idempotency
+keys); the databases' unique constraints are the truth underneath, so with Redis down the system
+is slower, never wrong."""
+
+from __future__ import annotations
+
+import logging
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+log = logging.getLogger("cashback.redis")
+LOCAL_REDIS = "redis://127.0.0.1:6379/0"
+
+
+class RedisRequired(RuntimeError):
+    pass
+
+
+async def connect_redis(url: str) -> Redis | None:
+    """`url` set: Redis must answer (raise otherwise). `url` empty: use a local Redis if one
+    answers, else go on without, saying so. `url` = "off": run without Redis on purpose."""
+    if url == "off":
+        log.warning("Redis switched off (REDIS_URL=off): using the database-backed idempotency path only")
+        return None
+    target = url or LOCAL_REDIS
+    client: Redis = Redis.from_url(target, socket_timeout=0.5, socket_connect_timeout=0.5)
+    try:
+        await client.ping()
+    except (RedisError, OSError) as exc:
+        await client.aclose()
+        if url:
+            raise RedisRequired(f"REDIS_URL={url} does not answer: {exc}") from exc
+        log.warning("no Redis at %s: using the database-backed idempotency path only", target)
+        return None
+    log.info("using Redis at %s", target.split("@")[-1])
+    return client
+
+
+class Fingerprints:
+    """Fast-path duplicate detection: `claim` answers True (first), False (seen before or in
+    flight) or None (Redis absent or failing: let the database decide)."""
+
+    def __init__(self, redis: Redis | None, prefix: str, ttl_seconds: int = 7 * 24 * 3600) -> None:
+        self._redis = redis
+        self._prefix = prefix
+        self._ttl = ttl_seconds
+
+    async def claim(self, fingerprint: str) -> bool | None:
+        if self._redis is None:
+            return None
+        try:
+            return bool(await self._redis.set(self._prefix + fingerprint, "1", nx=True, ex=self._ttl))
+        except RedisError as exc:
+            log.warning("redis claim failed (%s): falling back to the database", exc)
+            return None
+
+    async def release(self, fingerprint: str) -> None:
+        """Forget a claim whose processing failed, so that the retry is not taken as a duplicate."""
+        if self._redis is None:
+            return
+        try:
+            await self._redis.delete(self._prefix + fingerprint)
+        except RedisError as exc:
+            log.warning("redis release failed (%s); the key expires on its own", exc)

@@ -1,0 +1,113 @@
+"""Persistence of accounts and transfers. Accounts are locked in key order (no deadlocks)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+
+from sqlalchemy import func, insert, or_, select, tuple_
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.ledger.domain import AccountRef, Balances, Kind, SystemAccount, TransferSpec
+from services.ledger.models import Account, Transfer
+
+
+def account_key_to_ref(key: str) -> AccountRef:
+    kind, _, name = key.partition(":")
+    return AccountRef(user_id=name) if kind == "user" else AccountRef(system=SystemAccount(name))
+
+
+def spec_of(row: Transfer) -> TransferSpec:
+    return TransferSpec(
+        transfer_id=row.id, debit=account_key_to_ref(row.debit_account_id),
+        credit=account_key_to_ref(row.credit_account_id), amount_kopecks=row.amount, kind=Kind(row.kind),
+        reference=row.reference, pending=row.pending, timeout_seconds=row.timeout_seconds,
+    )
+
+
+def balances_of(account: Account | None) -> Balances:
+    if account is None:
+        return Balances()
+    return Balances(account.debits_posted, account.credits_posted, account.debits_pending,
+                    account.credits_pending)
+
+
+class LedgerRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def lock_accounts(self, refs: Iterable[AccountRef], now: datetime) -> dict[str, Account]:
+        """Creates missing accounts, then locks all of them in key order."""
+        by_key = {ref.key: ref for ref in refs}
+        keys = sorted(by_key)
+        values = [
+            {"id": key, "user_id": by_key[key].user_id, "debits_posted": 0, "credits_posted": 0,
+             "debits_pending": 0, "credits_pending": 0, "created_at": now}
+            for key in keys
+        ]
+        dialect = self.session.bind.dialect.name
+        stmt = (pg_insert if dialect == "postgresql" else sqlite_insert)(Account).values(values)
+        await self.session.execute(stmt.on_conflict_do_nothing())
+        rows = (await self.session.scalars(
+            select(Account).where(Account.id.in_(keys)).order_by(Account.id).with_for_update()
+        )).all()
+        return {row.id: row for row in rows}
+
+    async def transfers_by_id(self, ids: Iterable[str], *, lock: bool = False) -> dict[str, Transfer]:
+        stmt = select(Transfer).where(Transfer.id.in_(list(ids)))
+        if lock:
+            stmt = stmt.with_for_update()
+        return {row.id: row for row in (await self.session.scalars(stmt)).all()}
+
+    async def get_transfer(self, transfer_id: str, *, lock: bool = False) -> Transfer | None:
+        return (await self.transfers_by_id([transfer_id], lock=lock)).get(transfer_id)
+
+    async def add_transfers(self, rows: list[dict[str, object]]) -> None:
+        if rows:
+            await self.session.execute(insert(Transfer), rows)
+
+    async def account(self, key: str) -> Account | None:
+        return await self.session.get(Account, key)
+
+    async def due_pending(self, now: datetime, limit: int) -> list[Transfer]:
+        return list((await self.session.scalars(
+            select(Transfer)
+            .where(Transfer.state == "PENDING", Transfer.timeout_at <= now)
+            .order_by(Transfer.timeout_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )).all())
+
+    async def statement(self, account_key: str, limit: int,
+                        before: tuple[datetime, str] | None) -> list[Transfer]:
+        stmt = select(Transfer).where(
+            or_(Transfer.debit_account_id == account_key, Transfer.credit_account_id == account_key)
+        )
+        if before is not None:
+            stmt = stmt.where(tuple_(Transfer.created_at, Transfer.id) < tuple_(*before))
+        stmt = stmt.order_by(Transfer.created_at.desc(), Transfer.id.desc()).limit(limit)
+        return list((await self.session.scalars(stmt)).all())
+
+    async def all_accounts(self) -> list[Account]:
+        return list((await self.session.scalars(select(Account))).all())
+
+    async def sums_by_account(self) -> tuple[int, dict[str, dict[str, int]]]:
+        """Per account, what its counters must be according to the transfers."""
+        sums: dict[str, dict[str, int]] = {}
+        count = 0
+        for side, column in (("debits", Transfer.debit_account_id), ("credits", Transfer.credit_account_id)):
+            rows = await self.session.execute(
+                select(column, Transfer.state, func.sum(Transfer.amount), func.count())
+                .group_by(column, Transfer.state)
+            )
+            for account_id, state, total, n in rows:
+                if side == "debits":
+                    count += n
+                bucket = sums.setdefault(account_id, {})
+                if state == "POSTED":
+                    bucket[f"{side}_posted"] = bucket.get(f"{side}_posted", 0) + int(total)
+                elif state == "PENDING":
+                    bucket[f"{side}_pending"] = bucket.get(f"{side}_pending", 0) + int(total)
+        return count, sums

@@ -1,0 +1,286 @@
+"""Ledger use cases: each takes one transaction, calls the rules, commits.
+
+Concurrency: every use case that changes balances locks the accounts it touches with
+`SELECT ... FOR UPDATE` in key order (on SQLite the whole write transaction is serialised by
+`BEGIN IMMEDIATE`). Row locks, rather than SERIALIZABLE with retries, because contention is
+per account and short, and a lock queue gives the "exactly one of 50 concurrent holds wins"
+answer without a retry storm. Two creators of the same new transfer id both pass the lock and
+race on the primary key: the loser retries once and then sees the winner's row as a replay.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy.exc import IntegrityError
+
+from services.common.clock import Clock
+from services.common.db import Database
+from services.common.errors import DomainError
+from services.common.pagination import decode_cursor, encode_cursor, page_size
+from services.ledger import domain
+from services.ledger.domain import AccountRef, Balances, State, TransferSpec
+from services.ledger.models import Account, Transfer
+from services.ledger.repository import LedgerRepository, account_key_to_ref, balances_of, spec_of
+
+log = logging.getLogger("cashback.ledger")
+
+
+@dataclass(frozen=True)
+class Created:
+    transfer: Transfer
+    already_existed: bool
+
+
+@dataclass
+class BatchResult:
+    applied: bool
+    # (transfer_id, "CREATED" | "ALREADY_EXISTED" | "FAILED" | "NOT_APPLIED", reason)
+    results: list[tuple[str, str, str]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class AuditReport:
+    ok: bool
+    accounts_checked: int
+    transfers_checked: int
+    posted_sum: int
+    violations: list[str]
+
+
+def _apply_new(accounts: dict[str, Account], spec: TransferSpec, now: datetime) -> dict[str, object]:
+    debit, credit = accounts[spec.debit.key], accounts[spec.credit.key]
+    domain.check_can_debit(balances_of(debit), spec.amount_kopecks, is_user=spec.debit.is_user)
+    if spec.pending:
+        debit.debits_pending += spec.amount_kopecks
+        credit.credits_pending += spec.amount_kopecks
+    else:
+        debit.debits_posted += spec.amount_kopecks
+        credit.credits_posted += spec.amount_kopecks
+    return {
+        "id": spec.transfer_id, "debit_account_id": debit.id, "credit_account_id": credit.id,
+        "amount": spec.amount_kopecks, "kind": spec.kind.value, "reference": spec.reference,
+        "pending": spec.pending, "timeout_seconds": spec.timeout_seconds if spec.pending else 0,
+        "state": (State.PENDING if spec.pending else State.POSTED).value,
+        "timeout_at": now + timedelta(seconds=spec.timeout_seconds) if spec.pending else None,
+        "created_at": now, "resolved_at": None,
+    }
+
+
+def _resolve(accounts: dict[str, Account], row: Transfer, to: State, now: datetime) -> None:
+    debit, credit = accounts[row.debit_account_id], accounts[row.credit_account_id]
+    debit.debits_pending -= row.amount
+    credit.credits_pending -= row.amount
+    if to is State.POSTED:
+        debit.debits_posted += row.amount
+        credit.credits_posted += row.amount
+    row.state = to.value
+    row.resolved_at = now
+
+
+class Ledger:
+    def __init__(self, db: Database, clock: Clock) -> None:
+        self._db = db
+        self._clock = clock
+
+    async def create_transfer(self, spec: TransferSpec) -> Created:
+        domain.validate(spec)
+        for attempt in range(2):
+            try:
+                async with self._db.transaction() as session:
+                    repo = LedgerRepository(session)
+                    now = self._clock.now()
+                    accounts = await repo.lock_accounts([spec.debit, spec.credit], now)
+                    existing = await repo.get_transfer(spec.transfer_id)
+                    if existing is not None:
+                        return Created(self._check_replay(existing, spec), True)
+                    row = _apply_new(accounts, spec, now)
+                    await repo.add_transfers([row])
+                created = await self._get(spec.transfer_id)
+                log.info("transfer %s %s %d kopecks %s -> %s%s", spec.transfer_id, spec.kind,
+                         spec.amount_kopecks, spec.debit.key, spec.credit.key, " (pending)" if spec.pending else "")
+                return Created(created, False)
+            except IntegrityError:
+                if attempt == 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    @staticmethod
+    def _check_replay(existing: Transfer, spec: TransferSpec) -> Transfer:
+        differing = domain.differing_field(spec_of(existing), spec)
+        if differing is not None:
+            raise domain.TransferExistsWithDifferentFields(
+                f"transfer {spec.transfer_id} exists with a different {differing}", field=differing)
+        return existing
+
+    async def create_transfers(self, specs: list[TransferSpec]) -> BatchResult:
+        if not 0 < len(specs) <= domain.MAX_BATCH_SIZE:
+            raise domain.TransferInvalid(f"a batch holds 1 to {domain.MAX_BATCH_SIZE} transfers",
+                                         reason="BATCH_SIZE_INVALID")
+        for attempt in range(2):
+            try:
+                return await self._create_batch(specs)
+            except IntegrityError:
+                if attempt == 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def _create_batch(self, specs: list[TransferSpec]) -> BatchResult:
+        outcomes: list[tuple[str, str, str]] = []
+        failed = False
+        async with self._db.transaction() as session:
+            repo = LedgerRepository(session)
+            now = self._clock.now()
+            valid = []
+            for spec in specs:
+                try:
+                    domain.validate(spec)
+                    valid.append(spec)
+                except DomainError:
+                    pass
+            accounts = await repo.lock_accounts([s.debit for s in valid] + [s.credit for s in valid], now)
+            existing = await repo.transfers_by_id(s.transfer_id for s in specs)
+            seen: dict[str, TransferSpec] = {}
+            new_rows: list[dict[str, object]] = []
+            for spec in specs:
+                try:
+                    domain.validate(spec)
+                    if spec.transfer_id in existing or spec.transfer_id in seen:
+                        stored = (spec_of(existing[spec.transfer_id]) if spec.transfer_id in existing
+                                  else seen[spec.transfer_id])
+                        differing = domain.differing_field(stored, spec)
+                        if differing is not None:
+                            raise domain.TransferExistsWithDifferentFields(
+                                f"transfer {spec.transfer_id} exists with a different {differing}")
+                        outcomes.append((spec.transfer_id, "ALREADY_EXISTED", ""))
+                        continue
+                    new_rows.append(_apply_new(accounts, spec, now))
+                    seen[spec.transfer_id] = spec
+                    outcomes.append((spec.transfer_id, "CREATED", ""))
+                except DomainError as exc:
+                    failed = True
+                    outcomes.append((spec.transfer_id, "FAILED", exc.reason))
+            if failed:
+                await session.rollback()
+                return BatchResult(False, [
+                    (tid, status if status == "FAILED" else "NOT_APPLIED", reason)
+                    for tid, status, reason in outcomes
+                ])
+            await repo.add_transfers(new_rows)
+        log.info("batch of %d transfers applied (%d new)", len(specs), len(new_rows))
+        return BatchResult(True, outcomes)
+
+    async def post_pending(self, transfer_id: str) -> Transfer:
+        return await self._resolve_pending(transfer_id, State.POSTED)
+
+    async def void_pending(self, transfer_id: str) -> Transfer:
+        return await self._resolve_pending(transfer_id, State.VOIDED)
+
+    async def _resolve_pending(self, transfer_id: str, to: State) -> Transfer:
+        expired = False
+        async with self._db.transaction() as session:
+            repo = LedgerRepository(session)
+            now = self._clock.now()
+            row = await repo.get_transfer(transfer_id)
+            if row is None:
+                raise domain.TransferNotFound(f"no transfer {transfer_id}")
+            accounts = await repo.lock_accounts(
+                [_ref(row.debit_account_id), _ref(row.credit_account_id)], now)
+            row = await repo.get_transfer(transfer_id, lock=True)
+            assert row is not None
+            if row.state == to.value:
+                return row  # idempotent replay
+            if row.state != State.PENDING.value:
+                raise _cannot_resolve(row, to)
+            if domain.is_past_timeout(row.timeout_at, now):
+                _resolve(accounts, row, State.EXPIRED, now)
+                expired = True
+            else:
+                _resolve(accounts, row, to, now)
+        if expired:
+            if to is State.VOIDED:
+                return row
+            raise domain.TransferExpired(f"pending transfer {transfer_id} expired")
+        log.info("pending transfer %s %s", transfer_id, to.value.lower())
+        return row
+
+    async def expire_due(self, limit: int = 500) -> int:
+        """Releases holds past their timeout. Safe with replicas (SKIP LOCKED)."""
+        async with self._db.transaction() as session:
+            repo = LedgerRepository(session)
+            now = self._clock.now()
+            due = await repo.due_pending(now, limit)
+            if not due:
+                return 0
+            refs = {_ref(k) for row in due for k in (row.debit_account_id, row.credit_account_id)}
+            accounts = await repo.lock_accounts(refs, now)
+            for row in due:
+                _resolve(accounts, row, State.EXPIRED, now)
+        log.info("expired %d pending transfers", len(due))
+        return len(due)
+
+    async def get_transfer(self, transfer_id: str) -> Transfer:
+        return await self._get(transfer_id)
+
+    async def _get(self, transfer_id: str) -> Transfer:
+        async with self._db.sessions() as session:
+            row = await LedgerRepository(session).get_transfer(transfer_id)
+        if row is None:
+            raise domain.TransferNotFound(f"no transfer {transfer_id}")
+        return row
+
+    async def balance(self, user_id: str) -> Balances:
+        _require_user(user_id)
+        async with self._db.sessions() as session:
+            return balances_of(await LedgerRepository(session).account(AccountRef(user_id=user_id).key))
+
+    async def statement(self, user_id: str, size: int, token: str) -> tuple[list[Transfer], str]:
+        _require_user(user_id)
+        limit = page_size(size)
+        before = decode_cursor(token)
+        async with self._db.sessions() as session:
+            rows = await LedgerRepository(session).statement(AccountRef(user_id=user_id).key, limit + 1, before)
+        next_token = encode_cursor(rows[limit - 1].created_at, rows[limit - 1].id) if len(rows) > limit else ""
+        return rows[:limit], next_token
+
+    async def audit(self) -> AuditReport:
+        async with self._db.transaction() as session:  # one snapshot (serialised on SQLite)
+            repo = LedgerRepository(session)
+            accounts = await repo.all_accounts()
+            transfers, sums = await repo.sums_by_account()
+        violations = []
+        posted_sum = 0
+        for account in accounts:
+            balances = balances_of(account)
+            posted_sum += balances.posted
+            expected = sums.get(account.id, {})
+            for counter in ("debits_posted", "credits_posted", "debits_pending", "credits_pending"):
+                stored, computed = getattr(account, counter), expected.get(counter, 0)
+                if stored != computed:
+                    violations.append(f"{account.id}: {counter} is {stored}, transfers say {computed}")
+            if account.user_id is not None and balances.available < 0:
+                violations.append(f"{account.id}: overdrawn (available {balances.available})")
+        if posted_sum != 0:
+            violations.append(f"posted balances sum to {posted_sum}, not zero")
+        return AuditReport(not violations, len(accounts), transfers, posted_sum, violations)
+
+
+def _ref(key: str) -> AccountRef:
+    return account_key_to_ref(key)
+
+
+def _require_user(user_id: str) -> None:
+    if not user_id:
+        raise domain.TransferInvalid("user_id is required", reason="USER_ID_REQUIRED")
+
+
+def _cannot_resolve(row: Transfer, to: State) -> DomainError:
+    if row.state == State.POSTED.value:
+        return domain.TransferAlreadyPosted(f"transfer {row.id} is already posted")
+    if row.state == State.VOIDED.value:
+        return domain.TransferAlreadyVoided(f"transfer {row.id} is already voided")
+    if row.state == State.EXPIRED.value:
+        return domain.TransferExpired(f"pending transfer {row.id} expired")
+    return domain.TransferNotPending(f"transfer {row.id} is not pending")
