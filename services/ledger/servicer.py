@@ -122,7 +122,8 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
 
     async def GetTransfer(self, request: ledger_pb2.GetTransferRequest,
                           context: grpc.aio.ServicerContext) -> ledger_pb2.GetTransferResponse:
-        return ledger_pb2.GetTransferResponse(transfer=transfer_to_pb(await self._ledger.get_transfer(request.transfer_id)))
+        row = await self._ledger.get_transfer(request.transfer_id)
+        return ledger_pb2.GetTransferResponse(transfer=transfer_to_pb(row))
 
     async def GetBalance(self, request: ledger_pb2.GetBalanceRequest,
                          context: grpc.aio.ServicerContext) -> ledger_pb2.GetBalanceResponse:
