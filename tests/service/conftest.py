@@ -1,0 +1,58 @@
+"""Start any of our services for real: a grpc.aio server on an ephemeral port, a fresh database
+(PostgreSQL or SQLite by backend), real Redis (or none in embedded mode).
+
+    ledger = await start_service("ledger")
+    tracking = await start_service("tracking", ledger_address=ledger.address)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from services.common.clock import Clock
+from services.common.grpc_server import RunningService, start
+
+
+class Started:
+    def __init__(self, running: RunningService, settings: Any) -> None:
+        self.running = running
+        self.settings = settings
+        self.port = running.port
+        self.address = f"127.0.0.1:{running.port}"
+
+    async def stop(self, grace: float = 0) -> None:
+        await self.running.stop(grace)
+
+
+StartService = Callable[..., Awaitable[Started]]
+
+
+@pytest.fixture
+async def start_service(new_database: Any, redis_url: str) -> AsyncIterator[StartService]:
+    started: list[Started] = []
+
+    async def _start(name: str, clock: Clock | None = None, **overrides: Any) -> Started:
+        app = importlib.import_module(f"services.{name}.app")
+        config = importlib.import_module(f"services.{name}.config")
+        fields = {f.name for f in dataclasses.fields(config.Settings)}
+        kwargs: dict[str, Any] = {"port": 0, "env": "dev"}
+        if "database_url" not in overrides:
+            kwargs["database_url"] = await new_database(name)
+        if "redis_url" in fields:
+            kwargs["redis_url"] = redis_url
+        kwargs.update(overrides)
+        settings = config.Settings(**kwargs)
+        running = await start(await app.build_runtime(settings, clock), port=0)
+        service = Started(running, settings)
+        started.append(service)
+        return service
+
+    yield _start
+    for service in reversed(started):
+        if service.running.server is not None:
+            await service.stop()
