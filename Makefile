@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export PYTHONPATH := $(CURDIR):$(CURDIR)/gen
 export CASHBACK_ENV ?= dev
 
-.PHONY: help venv protos migrate run test test-unit lint bench clean
+.PHONY: help venv tools protos migrate run test lint bench clean
 
 help:
 	@echo "make run      - install, generate, migrate and start the whole stack (embedded default)"
@@ -39,7 +39,14 @@ migrate: gen/.stamp
 run: gen/.stamp
 	$(PY) -m scripts.run_stack
 
-test: gen/.stamp
+# docker-compose (Debian's package) validates docker-compose.yml; no Docker engine is needed.
+tools:
+	@command -v docker-compose >/dev/null || { \
+	  echo "installing docker-compose (Debian package) to validate docker-compose.yml"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose >/dev/null) \
+	  || { echo "cannot install docker-compose: install it by hand (it only reads the file)"; exit 1; }; }
+
+test: gen/.stamp tools
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: gen/.stamp
