@@ -98,7 +98,7 @@ class Ledger:
                         return Created(self._check_replay(existing, spec), True)
                     row = _apply_new(accounts, spec, now)
                     await repo.add_transfers([row])
-                created = await self._get(spec.transfer_id)
+                created = Transfer(**row)
                 log.info("transfer %s %s %d kopecks %s -> %s%s", spec.transfer_id, spec.kind,
                          spec.amount_kopecks, spec.debit.key, spec.credit.key, " (pending)" if spec.pending else "")
                 return Created(created, False)
