@@ -1,0 +1,21 @@
+"""python -m gateway"""
+
+from __future__ import annotations
+
+import uvicorn
+
+from gateway.app import create_app
+from gateway.config import Settings
+from services.common.logs import setup_logging
+
+
+def main() -> None:
+    settings = Settings.from_env()
+    # uvicorn handles SIGTERM/SIGINT: stops accepting, lets in-flight requests finish, runs the lifespan's exit.
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_config=None,
+                timeout_graceful_shutdown=10, proxy_headers=True, access_log=False)
+
+
+if __name__ == "__main__":
+    setup_logging("gateway")
+    main()

@@ -1,0 +1,104 @@
+"""`create_app(settings)`: the FastAPI application, with one gRPC channel per upstream opened in
+its lifespan."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse
+
+from gateway import errors
+from gateway.auth import KeySet
+from gateway.config import Settings
+from gateway.idempotency import IdempotencyStore
+from gateway.limits import RateLimiter
+from gateway.middleware import GatewayMiddleware
+from gateway.routes import auth, catalogue, dev, me, postbacks, redemption, stores, support
+from gateway.schemas import Health
+from gateway.upstreams import Upstreams
+from services.common.redis_store import connect_redis
+
+log = logging.getLogger("cashback.gateway")
+
+DESCRIPTION = """The cashback program's HTTP API.
+
+Money is integer kopecks (1 point = 1 rouble = 100 kopecks). Errors are `application/problem+json`
+(RFC 9457) with a stable machine `code`. Money operations take an `Idempotency-Key` header: a
+replay with the same key returns the first response."""
+
+
+def create_app(settings: Settings) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        upstreams = Upstreams.open(settings)
+        redis = await connect_redis(settings.redis_url)
+        app.state.upstreams = upstreams
+        app.state.keyset = KeySet(upstreams.identity, settings)
+        app.state.limits = RateLimiter(redis, per_user=settings.rate_limit_per_user,
+                                       per_address=settings.rate_limit_per_address)
+        app.state.idempotency = IdempotencyStore(redis, settings.idempotency_ttl_seconds)
+        try:
+            yield
+        finally:
+            await upstreams.close()
+            if redis is not None:
+                await redis.aclose()
+
+    app = FastAPI(title="Cashback API", version="1.0.0", description=DESCRIPTION, lifespan=lifespan,
+                  docs_url="/docs", redoc_url=None)
+    app.state.settings = settings
+    errors.install(app)
+    app.add_middleware(GatewayMiddleware, max_body_bytes=settings.max_body_bytes)
+
+    for router in (auth.router, me.router, redemption.router, catalogue.router, postbacks.router,
+                   stores.router, support.router):
+        app.include_router(router)
+    if settings.env == "dev":
+        app.include_router(dev.router)
+
+    @app.get("/healthz", response_model=Health, tags=["health"], summary="The gateway process is alive")
+    async def healthz() -> Health:
+        return Health(status="ok")
+
+    @app.get("/readyz", response_model=Health, tags=["health"], summary="Every upstream answers SERVING",
+             responses={503: {"model": Health, "description": "Some upstream is not serving"}})
+    async def readyz(request: Request) -> Any:
+        down = await request.app.state.upstreams.not_serving(settings.readiness_timeout_seconds)
+        if down:
+            return JSONResponse(Health(status="unavailable", not_serving=down).model_dump(), status_code=503)
+        return Health(status="ok")
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = _openapi(app)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's document, with request validation failures documented as what they are: 400
+    problems (FastAPI's default says 422 with its own body)."""
+    schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    components.setdefault("Problem", errors.Problem.model_json_schema(ref_template="#/components/schemas/{model}"))
+    problem = {"description": "The request is not valid (code VALIDATION_FAILED)",
+               "content": {errors.PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}}
+    for path in schema.get("paths", {}).values():
+        for operation in path.values():
+            responses = operation.get("responses", {})
+            default_422 = responses.get("422", {}).get("content", {}).get("application/json", {})
+            if default_422.get("schema", {}).get("$ref", "").endswith("/HTTPValidationError"):
+                del responses["422"]
+                responses.setdefault("400", problem)
+            if operation.get("parameters") or operation.get("requestBody"):
+                responses.setdefault("400", problem)
+    for name in ("HTTPValidationError", "ValidationError"):
+        components.pop(name, None)
+    return schema

@@ -1,0 +1,101 @@
+"""Gateway settings, read once from the environment in `__main__` and passed down."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from dataclasses import dataclass, field
+
+from services.common.config import ConfigError, cashback_env, env_float, env_int, env_str, redis_url, upstream_address
+
+# Dev-only client credentials (documented in the README; never accepted outside `env == "dev"`).
+DEV_STORE_KEYS = {"store-1": "dev-store-key"}
+DEV_USSD_KEYS = {"ussd-gateway": "dev-ussd-key"}
+DEV_SUPPORT_KEYS = {"support-dev": "dev-support-key"}
+
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def hash_key(secret: str) -> str:
+    """How client credentials are stored: SHA-256, hex."""
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def _hashed(plain: dict[str, str]) -> tuple[tuple[str, str], ...]:
+    return tuple((principal, hash_key(secret)) for principal, secret in plain.items())
+
+
+def parse_keys(name: str, raw: str) -> tuple[tuple[str, str], ...]:
+    """`<principal id>:<sha256 hex of the key>` pairs, comma-separated."""
+    pairs = []
+    for item in filter(None, (part.strip() for part in raw.split(","))):
+        principal, sep, digest = item.partition(":")
+        digest = digest.strip().lower()
+        if not sep or not principal.strip() or not _HEX64.match(digest):
+            raise ConfigError(f"{name} must be '<id>:<sha256 hex>' pairs separated by commas, got {item!r}")
+        pairs.append((principal.strip(), digest))
+    return tuple(pairs)
+
+
+def _keys_from_env(name: str, env: str, dev: dict[str, str]) -> tuple[tuple[str, str], ...]:
+    raw = os.environ.get(name)
+    if raw is not None:
+        return parse_keys(name, raw)
+    return _hashed(dev) if env == "dev" else ()
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    env: str = "prod"
+    identity_address: str = field(default_factory=lambda: upstream_address("identity"))
+    tracking_address: str = field(default_factory=lambda: upstream_address("tracking"))
+    ledger_address: str = field(default_factory=lambda: upstream_address("ledger"))
+    redemption_address: str = field(default_factory=lambda: upstream_address("redemption"))
+    # "" tries a local Redis and goes on without; "off" runs without on purpose.
+    redis_url: str = ""
+    rpc_deadline_seconds: float = 5.0
+    readiness_timeout_seconds: float = 1.0
+    max_body_bytes: int = 64 * 1024
+    # Client credentials: (principal id, sha256 hex of the key).
+    store_keys: tuple[tuple[str, str], ...] = ()
+    ussd_keys: tuple[tuple[str, str], ...] = ()
+    support_keys: tuple[tuple[str, str], ...] = ()
+    # Access tokens: expected issuer and audience when identity does not say.
+    token_issuer: str = "cashback-identity"
+    token_audience: str = "cashback"
+    # At most one refetch of identity's signing keys per this many seconds for unknown key ids.
+    key_refresh_min_interval_seconds: float = 5.0
+    # Requests per minute; 0 switches a limit off.
+    rate_limit_per_user: int = 600
+    rate_limit_per_address: int = 1200
+    idempotency_ttl_seconds: int = 24 * 3600
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        env = cashback_env()
+        return cls(
+            host=env_str("GATEWAY_HOST", "127.0.0.1"),
+            port=env_int("GATEWAY_PORT", 8080),
+            env=env,
+            identity_address=upstream_address("identity"),
+            tracking_address=upstream_address("tracking"),
+            ledger_address=upstream_address("ledger"),
+            redemption_address=upstream_address("redemption"),
+            redis_url=redis_url(),
+            rpc_deadline_seconds=env_float("GATEWAY_RPC_DEADLINE_SECONDS", 5.0),
+            max_body_bytes=env_int("GATEWAY_MAX_BODY_BYTES", 64 * 1024),
+            store_keys=_keys_from_env("GATEWAY_STORE_KEYS", env, DEV_STORE_KEYS),
+            ussd_keys=_keys_from_env("GATEWAY_USSD_KEYS", env, DEV_USSD_KEYS),
+            support_keys=_keys_from_env("GATEWAY_SUPPORT_KEYS", env, DEV_SUPPORT_KEYS),
+            rate_limit_per_user=env_int("GATEWAY_RATE_LIMIT_PER_USER", 600),
+            rate_limit_per_address=env_int("GATEWAY_RATE_LIMIT_PER_ADDRESS", 1200),
+        )
+
+    @classmethod
+    def dev_keys(cls) -> dict[str, tuple[tuple[str, str], ...]]:
+        """The dev credentials, hashed, for settings built in code (tests)."""
+        return {"store_keys": _hashed(DEV_STORE_KEYS), "ussd_keys": _hashed(DEV_USSD_KEYS),
+                "support_keys": _hashed(DEV_SUPPORT_KEYS)}

@@ -1,0 +1,82 @@
+"""ASGI middleware: a request id on every request (taken from X-Request-Id or made up, echoed
+back, bound to the logs and passed to the services as gRPC metadata), a cap on the request body
+(413), an access log line, and the last line of defence against unknown errors (500)."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from typing import Any
+
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from gateway.errors import internal_error_response, problem_response
+from services.common.logs import request_id_var
+
+log = logging.getLogger("cashback.gateway.access")
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+
+
+class BodyTooLarge(HTTPException):
+    """An HTTPException, so that FastAPI's body parsing lets it through to the problem handler."""
+
+    def __init__(self) -> None:
+        super().__init__(413, "BODY_TOO_LARGE")
+
+
+class GatewayMiddleware:
+    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        incoming = headers.get("x-request-id", "")
+        request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        token = request_id_var.set(request_id)
+        started = time.monotonic()
+        state: dict[str, Any] = {"status": None}
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                state["status"] = message["status"]
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
+            await send(message)
+
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body_bytes:
+                    raise BodyTooLarge
+            return message
+
+        try:
+            declared = headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > self.max_body_bytes:
+                raise BodyTooLarge
+            await self.app(scope, limited_receive, send_with_id)
+        except BodyTooLarge:
+            if state["status"] is None:
+                await problem_response(413, "BODY_TOO_LARGE",
+                                       f"The request body is larger than {self.max_body_bytes} bytes.")(
+                    scope, receive, send_with_id)
+        except Exception as exc:  # noqa: BLE001 - the last line: a problem, never a stack trace
+            if state["status"] is None:
+                await internal_error_response(exc)(scope, receive, send_with_id)
+            else:
+                log.exception("error after the response started")
+        finally:
+            log.info("%s %s -> %s in %.0f ms", scope.get("method"), scope.get("path"), state["status"],
+                     (time.monotonic() - started) * 1000)
+            request_id_var.reset(token)

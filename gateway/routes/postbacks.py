@@ -1,0 +1,47 @@
+"""Partners' and networks' postbacks, passed to tracking exactly as received: tracking
+authenticates each network (signature, shared secret) and stores every postback."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from cashback.tracking.v1 import tracking_pb2
+from fastapi import APIRouter, Path, Request
+
+from gateway.errors import responses
+from gateway.limits import client_address
+from gateway.routes.common import Rpc
+from gateway.schemas import PostbackAck, short
+
+router = APIRouter(prefix="/v1/postbacks", tags=["postbacks"], responses=responses(400, 401, 404, 422, 503, 504))
+
+Network = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_-]*$",
+                              description="The network's slug.", examples=["direct", "admitad"])]
+_BODY_DOC = {"requestBody": {"required": False, "content": {
+    "application/json": {"schema": {"type": "object"}, "example": {
+        "order_id": "A-1001", "click_id": "c_2b9…", "status": "approved", "amount_kopecks": 459900,
+        "currency": "RUB", "channel": "web", "customer_type": "individual", "event_time": "2026-01-15T10:00:00Z"}},
+    "application/x-www-form-urlencoded": {"schema": {"type": "object", "additionalProperties": {"type": "string"}}},
+}}, "parameters": [{"name": "X-Cashback-Signature", "in": "header", "required": False,
+                    "schema": {"type": "string"}, "description": "`t=<unix seconds>,v1=<hex HMAC-SHA256>` (direct)"}]}
+
+
+async def _ingest(network: str, request: Request, rpc: Rpc) -> PostbackAck:
+    body = await request.body()
+    r = await rpc.tracking.IngestPostback(tracking_pb2.IngestPostbackRequest(
+        network=network, http_method=request.method, query_string=request.url.query, body=body,
+        headers={k.lower(): v for k, v in request.headers.items()}, remote_address=client_address(request),
+    ), timeout=rpc.timeout)
+    return PostbackAck(status="ok", postback_id=r.postback_id, purchase_id=r.purchase_id or None,
+                       outcome=short(tracking_pb2.PostbackOutcome.DESCRIPTOR, r.outcome, "POSTBACK_OUTCOME_"))
+
+
+@router.get("/{network}", response_model=PostbackAck, summary="A network reports a purchase (query parameters)")
+async def postback_get(network: Network, request: Request, rpc: Rpc) -> PostbackAck:
+    return await _ingest(network, request, rpc)
+
+
+@router.post("/{network}", response_model=PostbackAck, openapi_extra=_BODY_DOC,
+             summary="A partner or network reports a purchase (signed JSON or form)")
+async def postback_post(network: Network, request: Request, rpc: Rpc) -> PostbackAck:
+    return await _ingest(network, request, rpc)

@@ -1,0 +1,62 @@
+"""One gRPC channel per upstream service, opened at start-up, and the stubs over them."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+import grpc
+from cashback.identity.v1 import identity_pb2_grpc
+from cashback.ledger.v1 import ledger_pb2_grpc
+from cashback.redemption.v1 import redemption_pb2_grpc
+from cashback.tracking.v1 import tracking_pb2_grpc
+from fastapi import Request
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from gateway.config import Settings
+from services.common.grpc_client import open_channel
+
+
+@dataclass
+class Upstreams:
+    channels: dict[str, grpc.aio.Channel]
+    identity: identity_pb2_grpc.IdentityServiceStub
+    tracking: tracking_pb2_grpc.TrackingServiceStub
+    ledger: ledger_pb2_grpc.LedgerServiceStub
+    redemption: redemption_pb2_grpc.RedemptionServiceStub
+    timeout: float
+
+    @classmethod
+    def open(cls, settings: Settings) -> Upstreams:
+        channels = {
+            name: open_channel(address, default_timeout=settings.rpc_deadline_seconds)
+            for name, address in (("identity", settings.identity_address), ("tracking", settings.tracking_address),
+                                  ("ledger", settings.ledger_address), ("redemption", settings.redemption_address))
+        }
+        return cls(channels=channels,
+                   identity=identity_pb2_grpc.IdentityServiceStub(channels["identity"]),
+                   tracking=tracking_pb2_grpc.TrackingServiceStub(channels["tracking"]),
+                   ledger=ledger_pb2_grpc.LedgerServiceStub(channels["ledger"]),
+                   redemption=redemption_pb2_grpc.RedemptionServiceStub(channels["redemption"]),
+                   timeout=settings.rpc_deadline_seconds)
+
+    async def not_serving(self, timeout: float) -> list[str]:
+        """The upstreams whose standard health check does not answer SERVING."""
+        async def check(name: str, channel: grpc.aio.Channel) -> str | None:
+            try:
+                reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(),
+                                                                        timeout=timeout)
+            except grpc.aio.AioRpcError:
+                return name
+            return None if reply.status == health_pb2.HealthCheckResponse.SERVING else name
+
+        results = await asyncio.gather(*(check(n, c) for n, c in self.channels.items()))
+        return sorted(n for n in results if n)
+
+    async def close(self) -> None:
+        for channel in self.channels.values():
+            await channel.close()
+
+
+def upstreams(request: Request) -> Upstreams:
+    return request.app.state.upstreams
