@@ -63,3 +63,27 @@ class Fingerprints:
             await self._redis.delete(self._prefix + fingerprint)
         except RedisError as exc:
             log.warning("redis release failed (%s); the key expires on its own", exc)
+
+
+class WindowCounters:
+    """Fixed-window counters for rate limits: `hit` adds one to `key` and answers the count so far
+    in its window, or None when Redis is absent or failing (the caller then counts elsewhere).
+    Put the window in the key (e.g. its start); the TTL only tidies up."""
+
+    def __init__(self, redis: Redis | None, prefix: str) -> None:
+        self._redis = redis
+        self._prefix = prefix
+
+    async def hit(self, key: str, ttl_seconds: int) -> int | None:
+        if self._redis is None:
+            return None
+        name = self._prefix + key
+        try:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.set(name, 0, nx=True, ex=max(1, ttl_seconds))
+                pipe.incr(name)
+                _, count = await pipe.execute()
+            return int(count)
+        except RedisError as exc:
+            log.warning("redis counter failed (%s): falling back to the database", exc)
+            return None

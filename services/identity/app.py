@@ -1,0 +1,86 @@
+"""Wiring: settings in, a runnable gRPC service out (used by __main__ and by the tests)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from cashback.identity.v1 import identity_pb2, identity_pb2_grpc
+
+from services.common.clock import Clock, SystemClock
+from services.common.db import Database
+from services.common.grpc_server import Runtime
+from services.common.migrate import upgrade_async
+from services.common.outbox import OutboxRelay
+from services.common.redis_store import WindowCounters, connect_redis
+from services.identity.config import DEV_CODE_PEPPER, Settings
+from services.identity.delivery import (
+    EMAIL_TOPIC,
+    SMS_TOPIC,
+    DevSink,
+    HttpSmsSender,
+    Sender,
+    SmtpSender,
+    outbox_handlers,
+)
+from services.identity.domain import Channel
+from services.identity.models import OutboxMessage
+from services.identity.service import Identity
+from services.identity.servicer import IdentityServicer
+
+SERVICE_NAME = identity_pb2.DESCRIPTOR.services_by_name["IdentityService"].full_name
+COUNTER_PURGE_INTERVAL_SECONDS = 300
+log = logging.getLogger("cashback.identity")
+
+
+async def build_runtime(settings: Settings, clock: Clock | None = None) -> Runtime:
+    clock = clock or SystemClock()
+    if not settings.is_dev and settings.code_pepper == DEV_CODE_PEPPER:
+        log.warning("IDENTITY_CODE_PEPPER is the dev default: set a secret pepper outside dev")
+    await upgrade_async("identity", settings.database_url)
+    db = Database(settings.database_url)
+    redis = await connect_redis(settings.redis_url)
+
+    sms: list[Sender] = []
+    email: list[Sender] = []
+    http_sms = HttpSmsSender(settings.sms_url, token=settings.sms_token, sender=settings.sms_sender) \
+        if settings.sms_url else None
+    if http_sms is not None:
+        sms.append(http_sms)
+    if settings.smtp_host:
+        email.append(SmtpSender(settings.smtp_host, settings.smtp_port, sender=settings.email_from,
+                                user=settings.smtp_user, password=settings.smtp_password,
+                                starttls=settings.smtp_starttls))
+    if settings.is_dev:
+        sms.append(DevSink(db, clock, Channel.SMS))
+        email.append(DevSink(db, clock, Channel.EMAIL))
+    if not sms or not email:
+        log.warning("no %s adapter configured (IDENTITY_SMS_URL / IDENTITY_SMTP_HOST): such messages wait "
+                    "in the outbox", "SMS" if not sms else "e-mail")
+
+    relay = OutboxRelay(db, OutboxMessage, outbox_handlers(db, clock, {SMS_TOPIC: sms, EMAIL_TOPIC: email},
+                                                           settings.code_pepper),
+                        clock, poll_interval=settings.outbox_poll_seconds)
+    identity = Identity(db, clock, settings, WindowCounters(redis, settings.redis_prefix), on_enqueued=relay.wake)
+    await identity.ensure_signing_key()
+    servicer = IdentityServicer(identity, settings)
+
+    async def purge_counters() -> None:
+        while True:
+            await identity.purge_expired_counters()
+            await asyncio.sleep(COUNTER_PURGE_INTERVAL_SECONDS)
+
+    async def close() -> None:
+        if http_sms is not None:
+            await http_sms.close()
+        if redis is not None:
+            await redis.aclose()
+        await db.dispose()
+
+    return Runtime(
+        name="identity",
+        service_names=[SERVICE_NAME],
+        register=lambda server: identity_pb2_grpc.add_IdentityServiceServicer_to_server(servicer, server),
+        background=[relay.run, purge_counters],
+        close=close,
+    )

@@ -1,0 +1,117 @@
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from services.common.config import cashback_env, database_url, env_bool, env_int, env_str, listen_port, redis_url
+
+DEV_CODE_PEPPER = "dev-code-pepper"
+# The public half of the dev operator SSO key (the private half is in fakes/operator_sso.py).
+# Used only when env == "dev" and no key is configured; never outside dev.
+DEV_OPERATOR_SSO_PUBLIC_KEY_PEM = (
+    "-----BEGIN PUBLIC KEY-----\n"
+    "MCowBQYDK2VwAyEAmUgC+bSuDcFHO6WI3f1o0aJwJ8sxCto9m0ismrQVF2w=\n"
+    "-----END PUBLIC KEY-----\n"
+)
+DEV_OPERATOR_SSO_ISSUER = "operator-sso-dev"
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str
+    host: str = "127.0.0.1"
+    port: int = 50051
+    env: str = "prod"
+    # "" = a local Redis if one answers; "off" = none (database-counted rate limits).
+    redis_url: str = ""
+    redis_prefix: str = "identity:"
+    # Sign-in codes.
+    code_ttl_seconds: int = 600
+    resend_cooldown_seconds: int = 60
+    max_code_attempts: int = 5
+    code_pepper: str = DEV_CODE_PEPPER
+    # Wrong codes for one phone (across its codes) before the phone is locked, and for how long.
+    phone_max_failures: int = 10
+    phone_lock_seconds: int = 3600
+    # Abuse limits (codes sent); 0 switches a limit off.
+    phone_codes_per_hour: int = 5
+    phone_codes_per_day: int = 10
+    address_codes_per_hour: int = 30
+    sms_per_minute: int = 600
+    email_codes_per_hour: int = 5
+    # Tokens.
+    access_token_ttl_seconds: int = 900
+    refresh_token_ttl_seconds: int = 30 * 24 * 3600
+    token_issuer: str = "cashback-identity"
+    token_audience: str = "cashback"
+    # The program's operator: numbers in its ranges are its subscribers.
+    operator_name: str = "MTS"
+    # Operator SSO assertions (EdDSA JWT). Empty key: dev key in dev, SSO sign-in refused otherwise.
+    operator_sso_public_key_pem: str = ""
+    operator_sso_issuer: str = DEV_OPERATOR_SSO_ISSUER
+    operator_sso_audience: str = "cashback"
+    # Delivery. Empty sms_url / smtp_host: no provider (in dev the sink alone receives messages).
+    sms_url: str = ""
+    sms_token: str = ""
+    sms_sender: str = "Cashback"
+    smtp_host: str = ""
+    smtp_port: int = 25
+    smtp_user: str = ""
+    smtp_password: str = ""
+    smtp_starttls: bool = False
+    email_from: str = "cashback@localhost"
+    outbox_poll_seconds: float = 0.5
+
+    @property
+    def is_dev(self) -> bool:
+        return self.env == "dev"
+
+    @property
+    def sso_public_key_pem(self) -> str:
+        if self.operator_sso_public_key_pem:
+            return self.operator_sso_public_key_pem
+        return DEV_OPERATOR_SSO_PUBLIC_KEY_PEM if self.is_dev else ""
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        d = cls(database_url="")
+
+        def s(name: str, default: str) -> str:
+            return env_str(f"IDENTITY_{name}", default)
+
+        def i(name: str, default: int) -> int:
+            return env_int(f"IDENTITY_{name}", default)
+
+        return cls(
+            database_url=database_url("identity"),
+            host=s("HOST", d.host),
+            port=listen_port("identity"),
+            env=cashback_env(),
+            redis_url=s("REDIS_URL", redis_url()),
+            redis_prefix=s("REDIS_PREFIX", d.redis_prefix),
+            code_ttl_seconds=i("CODE_TTL_SECONDS", d.code_ttl_seconds),
+            resend_cooldown_seconds=i("RESEND_COOLDOWN_SECONDS", d.resend_cooldown_seconds),
+            max_code_attempts=i("MAX_CODE_ATTEMPTS", d.max_code_attempts),
+            code_pepper=s("CODE_PEPPER", d.code_pepper),
+            phone_max_failures=i("PHONE_MAX_FAILURES", d.phone_max_failures),
+            phone_lock_seconds=i("PHONE_LOCK_SECONDS", d.phone_lock_seconds),
+            phone_codes_per_hour=i("PHONE_CODES_PER_HOUR", d.phone_codes_per_hour),
+            phone_codes_per_day=i("PHONE_CODES_PER_DAY", d.phone_codes_per_day),
+            address_codes_per_hour=i("ADDRESS_CODES_PER_HOUR", d.address_codes_per_hour),
+            sms_per_minute=i("SMS_PER_MINUTE", d.sms_per_minute),
+            email_codes_per_hour=i("EMAIL_CODES_PER_HOUR", d.email_codes_per_hour),
+            access_token_ttl_seconds=i("ACCESS_TOKEN_TTL_SECONDS", d.access_token_ttl_seconds),
+            refresh_token_ttl_seconds=i("REFRESH_TOKEN_TTL_SECONDS", d.refresh_token_ttl_seconds),
+            operator_name=s("OPERATOR_NAME", d.operator_name),
+            operator_sso_public_key_pem=s("OPERATOR_SSO_PUBLIC_KEY_PEM", "").replace("\\n", "\n"),
+            operator_sso_issuer=s("OPERATOR_SSO_ISSUER", d.operator_sso_issuer),
+            operator_sso_audience=s("OPERATOR_SSO_AUDIENCE", d.operator_sso_audience),
+            sms_url=s("SMS_URL", ""),
+            sms_token=s("SMS_TOKEN", ""),
+            sms_sender=s("SMS_SENDER", d.sms_sender),
+            smtp_host=s("SMTP_HOST", ""),
+            smtp_port=i("SMTP_PORT", d.smtp_port),
+            smtp_user=s("SMTP_USER", ""),
+            smtp_password=s("SMTP_PASSWORD", ""),
+            smtp_starttls=env_bool("IDENTITY_SMTP_STARTTLS", d.smtp_starttls),
+            email_from=s("EMAIL_FROM", d.email_from),
+        )

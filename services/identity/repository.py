@@ -1,0 +1,145 @@
+"""Persistence of users, codes, tokens, keys and notifications."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import delete, select, tuple_, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.identity.models import (
+    Challenge,
+    CodeTarget,
+    DevMessage,
+    Notification,
+    RateCounter,
+    RefreshToken,
+    SigningKey,
+    User,
+)
+
+
+class IdentityRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    def _insert(self, model: type) -> object:
+        dialect = self.session.bind.dialect.name
+        return (pg_insert if dialect == "postgresql" else sqlite_insert)(model)
+
+    # users
+
+    async def user(self, user_id: str, *, lock: bool = False) -> User | None:
+        stmt = select(User).where(User.id == user_id)
+        if lock:
+            stmt = stmt.with_for_update()
+        return (await self.session.scalars(stmt)).first()
+
+    async def user_by_phone(self, phone: str) -> User | None:
+        return (await self.session.scalars(select(User).where(User.phone == phone))).first()
+
+    async def user_by_referral_code(self, code: str) -> User | None:
+        return (await self.session.scalars(select(User).where(User.referral_code == code))).first()
+
+    async def referral_code_taken(self, code: str) -> bool:
+        return await self.user_by_referral_code(code) is not None
+
+    def add(self, row: object) -> None:
+        self.session.add(row)
+
+    # codes
+
+    async def lock_target(self, key: str) -> CodeTarget:
+        """Creates the target if missing, then locks it (serialises starts and verifies per target)."""
+        stmt = self._insert(CodeTarget).values(key=key, failures=0)  # type: ignore[attr-defined]
+        await self.session.execute(stmt.on_conflict_do_nothing())
+        row = (await self.session.scalars(
+            select(CodeTarget).where(CodeTarget.key == key).with_for_update()
+            .execution_options(populate_existing=True)
+        )).one()
+        return row
+
+    async def challenge(self, challenge_id: str, *, lock: bool = False) -> Challenge | None:
+        stmt = select(Challenge).where(Challenge.id == challenge_id)
+        if lock:
+            stmt = stmt.with_for_update().execution_options(populate_existing=True)
+        return (await self.session.scalars(stmt)).first()
+
+    async def supersede_challenges(self, target_key: str, now: datetime) -> None:
+        """A new code replaces the target's earlier ones: they expire now."""
+        await self.session.execute(
+            update(Challenge)
+            .where(Challenge.target_key == target_key, Challenge.consumed_at.is_(None), Challenge.expires_at > now)
+            .values(expires_at=now)
+        )
+
+    async def hit_counter(self, key: str, expires_at: datetime) -> int:
+        """Adds one to a rate-limit counter (an upsert under the row lock) and answers its count.
+        The key holds the window, so an old window's row is never reused; `purge_counters` tidies."""
+        stmt = self._insert(RateCounter).values(key=key, count=1, expires_at=expires_at)  # type: ignore[attr-defined]
+        stmt = stmt.on_conflict_do_update(index_elements=[RateCounter.key],
+                                          set_={"count": RateCounter.count + 1}).returning(RateCounter.count)
+        return int((await self.session.execute(stmt)).scalar_one())
+
+    async def purge_counters(self, now: datetime, limit: int = 1000) -> int:
+        keys = (await self.session.scalars(
+            select(RateCounter.key).where(RateCounter.expires_at <= now).limit(limit))).all()
+        if keys:
+            await self.session.execute(delete(RateCounter).where(RateCounter.key.in_(keys)))
+        return len(keys)
+
+    # refresh tokens
+
+    async def refresh_token_by_hash(self, token_hash: str) -> RefreshToken | None:
+        return (await self.session.scalars(
+            select(RefreshToken).where(RefreshToken.token_hash == token_hash).with_for_update()
+            .execution_options(populate_existing=True)
+        )).first()
+
+    async def revoke_family(self, family_id: str, now: datetime) -> None:
+        await self.session.execute(
+            update(RefreshToken)
+            .where(RefreshToken.family_id == family_id, RefreshToken.revoked_at.is_(None))
+            .values(revoked_at=now)
+        )
+
+    # signing keys
+
+    async def active_signing_keys(self) -> list[SigningKey]:
+        return list((await self.session.scalars(
+            select(SigningKey).where(SigningKey.retired_at.is_(None))
+            .order_by(SigningKey.created_at.desc(), SigningKey.kid.desc())
+        )).all())
+
+    # notifications
+
+    async def notifications_by_key(self, idempotency_key: str) -> list[Notification]:
+        return list((await self.session.scalars(
+            select(Notification).where(Notification.idempotency_key == idempotency_key)
+        )).all())
+
+    async def notification(self, notification_id: str) -> Notification | None:
+        return await self.session.get(Notification, notification_id)
+
+    async def notifications(self, user_id: str, limit: int,
+                            before: tuple[datetime, str] | None) -> list[Notification]:
+        stmt = select(Notification).where(Notification.user_id == user_id)
+        if before is not None:
+            stmt = stmt.where(tuple_(Notification.created_at, Notification.id) < tuple_(*before))
+        stmt = stmt.order_by(Notification.created_at.desc(), Notification.id.desc()).limit(limit)
+        return list((await self.session.scalars(stmt)).all())
+
+    # dev sink
+
+    async def add_dev_message(self, values: dict[str, object]) -> None:
+        stmt = self._insert(DevMessage).values(**values)  # type: ignore[attr-defined]
+        await self.session.execute(stmt.on_conflict_do_nothing(index_elements=[DevMessage.key]))
+
+    async def dev_messages(self, recipient: str, limit: int) -> list[DevMessage]:
+        stmt = select(DevMessage)
+        if recipient:
+            stmt = stmt.where(DevMessage.recipient == recipient)
+        stmt = stmt.order_by(DevMessage.id.desc()).limit(limit)
+        return list((await self.session.scalars(stmt)).all())
