@@ -1,0 +1,20 @@
+"""python -m services.tracking"""
+
+from __future__ import annotations
+
+import asyncio
+
+from services.common.grpc_server import serve
+from services.common.logs import setup_logging
+from services.tracking.app import build_runtime
+from services.tracking.config import Settings
+
+
+async def main() -> None:
+    settings = Settings.from_env()
+    await serve(await build_runtime(settings), host=settings.host, port=settings.port)
+
+
+if __name__ == "__main__":
+    setup_logging("tracking")
+    asyncio.run(main())

@@ -1,0 +1,70 @@
+"""Wiring: settings in, a runnable gRPC service out (used by __main__ and by the tests)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from datetime import timedelta
+
+from cashback.tracking.v1 import tracking_pb2, tracking_pb2_grpc
+
+from services.common.clock import Clock, SystemClock
+from services.common.db import Database
+from services.common.grpc_client import open_channel
+from services.common.grpc_server import Runtime
+from services.common.migrate import upgrade_async
+from services.common.outbox import OutboxRelay
+from services.common.redis_store import Fingerprints, connect_redis
+from services.tracking.config import Settings
+from services.tracking.models import OutboxMessage
+from services.tracking.service import Tracking
+from services.tracking.servicer import TrackingServicer
+from services.tracking.upstreams import CREDIT_TOPIC, CreditHandler, IdentityClient, LedgerClient
+
+SERVICE_NAME = tracking_pb2.DESCRIPTOR.services_by_name["TrackingService"].full_name
+
+
+async def build_runtime(settings: Settings, clock: Clock | None = None) -> Runtime:
+    clock = clock or SystemClock()
+    networks = settings.networks()  # refuses to start without secrets outside dev
+    await upgrade_async("tracking", settings.database_url)
+    db = Database(settings.database_url)
+    redis = await connect_redis(settings.redis_url)
+    identity_channel = open_channel(settings.identity_address)
+    ledger_channel = open_channel(settings.ledger_address)
+    identity = IdentityClient(identity_channel)
+    tracking = Tracking(
+        db, clock, identity=identity, fingerprints=Fingerprints(redis, "tracking:postback:"), networks=networks,
+        accrual_delay=timedelta(seconds=settings.accrual_delay_seconds),
+        pending_expiry=timedelta(days=settings.pending_expiry_days),
+    )
+    relay = OutboxRelay(db, OutboxMessage, {
+        CREDIT_TOPIC: CreditHandler(identity, LedgerClient(ledger_channel), settings.referral_bonus_kopecks),
+    }, clock)
+    tracking.set_relay(relay)
+    await tracking.seed_catalogue(settings.catalogue_path)
+    servicer = TrackingServicer(tracking)
+
+    async def accrue_and_expire() -> None:
+        """Credits confirmed purchases past the delay and expires old pending ones."""
+        while True:
+            tracking.work_due.clear()
+            done = await tracking.accrue_due() + await tracking.expire_due()
+            if done == 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(tracking.work_due.wait(), settings.job_interval_seconds)
+
+    async def close() -> None:
+        await identity_channel.close()
+        await ledger_channel.close()
+        if redis is not None:
+            await redis.aclose()
+        await db.dispose()
+
+    return Runtime(
+        name="tracking",
+        service_names=[SERVICE_NAME],
+        register=lambda server: tracking_pb2_grpc.add_TrackingServiceServicer_to_server(servicer, server),
+        background=[relay.run, accrue_and_expire],
+        close=close,
+    )

@@ -1,0 +1,81 @@
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from services.common.config import (
+    ConfigError,
+    cashback_env,
+    database_url,
+    env_int,
+    env_str,
+    listen_port,
+    redis_url,
+    upstream_address,
+)
+from services.tracking.postbacks import NetworkConfig
+
+DEV_DIRECT_SECRET = "dev-direct-secret"
+DEV_ADMITAD_SECRET = "dev-admitad-secret"
+DEFAULT_CATALOGUE = str(Path(__file__).with_name("data") / "catalogue.json")
+
+
+def _secrets(raw: str) -> tuple[str, ...]:
+    return tuple(s.strip() for s in raw.split(",") if s.strip())
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str
+    host: str = "127.0.0.1"
+    port: int = 50052
+    env: str = "prod"
+    redis_url: str = ""
+    identity_address: str = "127.0.0.1:50051"
+    ledger_address: str = "127.0.0.1:50053"
+    # Cashback is credited this long after confirmation (0 in dev demos).
+    accrual_delay_seconds: int = 86400
+    # A purchase still pending this many days after it was first reported expires.
+    pending_expiry_days: int = 90
+    # Comma-separated; two during a rotation. Empty: the dev secret in dev, a start-up error otherwise.
+    direct_secrets: str = ""
+    admitad_secret: str = ""
+    postback_tolerance_seconds: int = 300
+    catalogue_path: str = DEFAULT_CATALOGUE
+    referral_bonus_kopecks: int = 3000
+    # How often the accrual/expiry job looks for due purchases when it found none.
+    job_interval_seconds: float = 1.0
+
+    def networks(self) -> dict[str, NetworkConfig]:
+        """The postback networks and their secrets. Dev secrets are used only when env is dev."""
+        dev = self.env == "dev"
+        configured = {
+            "direct": _secrets(self.direct_secrets) or ((DEV_DIRECT_SECRET,) if dev else ()),
+            "admitad": _secrets(self.admitad_secret) or ((DEV_ADMITAD_SECRET,) if dev else ()),
+        }
+        for name, secrets in configured.items():
+            if not secrets:
+                raise ConfigError(f"TRACKING_{name.upper()}_SECRET{'S' if name == 'direct' else ''} must be set "
+                                  f"outside dev")
+            if not dev and ({DEV_DIRECT_SECRET, DEV_ADMITAD_SECRET} & set(secrets)):
+                raise ConfigError(f"the dev secret of network {name} may be used only with CASHBACK_ENV=dev")
+        return {name: NetworkConfig(name, secrets, self.postback_tolerance_seconds)
+                for name, secrets in configured.items()}
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        return cls(
+            database_url=database_url("tracking"),
+            host=env_str("TRACKING_HOST", "127.0.0.1"),
+            port=listen_port("tracking"),
+            env=env_str("TRACKING_ENV", cashback_env()),
+            redis_url=env_str("TRACKING_REDIS_URL", redis_url()),
+            identity_address=env_str("TRACKING_IDENTITY_ADDRESS", upstream_address("identity")),
+            ledger_address=env_str("TRACKING_LEDGER_ADDRESS", upstream_address("ledger")),
+            accrual_delay_seconds=env_int("TRACKING_ACCRUAL_DELAY_SECONDS", 86400),
+            pending_expiry_days=env_int("TRACKING_PENDING_EXPIRY_DAYS", 90),
+            direct_secrets=env_str("TRACKING_DIRECT_SECRETS", ""),
+            admitad_secret=env_str("TRACKING_ADMITAD_SECRET", ""),
+            postback_tolerance_seconds=env_int("TRACKING_POSTBACK_TOLERANCE_SECONDS", 300),
+            catalogue_path=env_str("TRACKING_CATALOGUE_PATH", DEFAULT_CATALOGUE),
+        )

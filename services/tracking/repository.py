@@ -1,0 +1,163 @@
+"""Persistence of the catalogue, clicks, purchases, postbacks and claims. Background jobs claim
+rows with `FOR UPDATE SKIP LOCKED` (PostgreSQL; SQLite serialises writers anyway)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import func, select, tuple_
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.tracking.domain import PurchaseStatus, RuleSet
+from services.tracking.models import Category, Claim, Click, Partner, PartnerRuleSet, Postback, Purchase
+
+PENDING_STATUSES = (PurchaseStatus.PENDING.value, PurchaseStatus.CONFIRMED.value)
+
+
+def _like_escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+class TrackingRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    # --- catalogue ---------------------------------------------------------------------------
+
+    async def categories(self) -> list[tuple[Category, int]]:
+        counts = dict((await self.session.execute(
+            select(Partner.category_id, func.count()).group_by(Partner.category_id))).all())
+        rows = (await self.session.scalars(select(Category).order_by(Category.position, Category.slug))).all()
+        return [(row, int(counts.get(row.slug, 0))) for row in rows]
+
+    async def all_categories(self) -> dict[str, Category]:
+        return {row.slug: row for row in (await self.session.scalars(select(Category))).all()}
+
+    async def all_partners(self) -> dict[str, Partner]:
+        return {row.slug: row for row in (await self.session.scalars(select(Partner))).all()}
+
+    async def partners(self, category: str, query: str, offset: int, limit: int) -> tuple[list[Partner], int]:
+        conditions = []
+        if category:
+            conditions.append(Partner.category_id == category)
+        if query:
+            conditions.append(Partner.search_text.like(f"%{_like_escape(query.casefold())}%", escape="\\"))
+        total = await self.session.scalar(select(func.count()).select_from(Partner).where(*conditions))
+        rows = (await self.session.scalars(
+            select(Partner).where(*conditions).order_by(Partner.name, Partner.slug).offset(offset).limit(limit)
+        )).all()
+        return list(rows), int(total or 0)
+
+    async def partner(self, slug: str) -> Partner | None:
+        return await self.session.get(Partner, slug)
+
+    async def partner_by_service(self, code: str) -> Partner | None:
+        return await self.session.scalar(select(Partner).where(Partner.service_code == code))
+
+    async def rule_set(self, partner_id: str, version: int) -> RuleSet | None:
+        row = await self.session.get(PartnerRuleSet, (partner_id, version))
+        return RuleSet.from_json(row.rules_json, row.version) if row is not None else None
+
+    # --- clicks ------------------------------------------------------------------------------
+
+    async def click(self, click_id: str) -> Click | None:
+        return await self.session.get(Click, click_id) if click_id else None
+
+    # --- purchases ---------------------------------------------------------------------------
+
+    async def purchase_by_order(self, network: str, order_id: str, part_id: str, *, lock: bool = False
+                                ) -> Purchase | None:
+        stmt = select(Purchase).where(Purchase.network == network, Purchase.order_id == order_id,
+                                      Purchase.part_id == part_id)
+        if lock:
+            stmt = stmt.with_for_update()
+        return await self.session.scalar(stmt)
+
+    async def purchase(self, purchase_id: str, *, lock: bool = False) -> Purchase | None:
+        stmt = select(Purchase).where(Purchase.id == purchase_id)
+        if lock:
+            stmt = stmt.with_for_update()
+        return await self.session.scalar(stmt)
+
+    async def purchases(self, user_id: str, status: str | None, limit: int,
+                        before: tuple[datetime, str] | None) -> list[Purchase]:
+        stmt = select(Purchase).where(Purchase.user_id == user_id)
+        if status:
+            stmt = stmt.where(Purchase.status == status)
+        if before is not None:
+            stmt = stmt.where(tuple_(Purchase.created_at, Purchase.id) < tuple_(*before))
+        stmt = stmt.order_by(Purchase.created_at.desc(), Purchase.id.desc()).limit(limit)
+        return list((await self.session.scalars(stmt)).all())
+
+    async def pending_cashback(self, user_id: str) -> int:
+        total = await self.session.scalar(
+            select(func.coalesce(func.sum(Purchase.cashback_kopecks), 0))
+            .where(Purchase.user_id == user_id, Purchase.status.in_(PENDING_STATUSES)))
+        return int(total or 0)
+
+    async def due_accruals(self, confirmed_before: datetime, limit: int) -> list[Purchase]:
+        return list((await self.session.scalars(
+            select(Purchase)
+            .where(Purchase.status == PurchaseStatus.CONFIRMED.value, Purchase.user_id.is_not(None),
+                   Purchase.confirm_time <= confirmed_before)
+            .order_by(Purchase.confirm_time)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )).all())
+
+    async def due_expiry(self, created_before: datetime, limit: int) -> list[Purchase]:
+        return list((await self.session.scalars(
+            select(Purchase)
+            .where(Purchase.status == PurchaseStatus.PENDING.value, Purchase.created_at <= created_before)
+            .order_by(Purchase.created_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )).all())
+
+    async def has_credited_purchase(self, user_id: str, other_than: str) -> bool:
+        """Whether the user already had a partner purchase credited (for the first-purchase referral bonus)."""
+        found = await self.session.scalar(
+            select(Purchase.id).where(
+                Purchase.user_id == user_id, Purchase.id != other_than,
+                Purchase.status == PurchaseStatus.ACCRUED.value, Purchase.cashback_kopecks > 0,
+                Purchase.source != "activation",
+            ).limit(1))
+        return found is not None
+
+    async def unattributed_match(self, partner_id: str, order_id: str) -> Purchase | None:
+        """An unattributed purchase that a claim for (partner, order) describes."""
+        return await self.session.scalar(
+            select(Purchase).where(
+                Purchase.user_id.is_(None), Purchase.order_id == order_id,
+                Purchase.partner_id.in_([partner_id, ""]),
+                Purchase.status.in_(PENDING_STATUSES),
+            ).order_by(Purchase.partner_id.desc(), Purchase.created_at).limit(1).with_for_update())
+
+    # --- postbacks ---------------------------------------------------------------------------
+
+    async def postback(self, postback_id: str) -> Postback | None:
+        return await self.session.get(Postback, postback_id)
+
+    # --- claims ------------------------------------------------------------------------------
+
+    async def claim(self, claim_id: str, *, lock: bool = False) -> Claim | None:
+        stmt = select(Claim).where(Claim.id == claim_id)
+        if lock:
+            stmt = stmt.with_for_update()
+        return await self.session.scalar(stmt)
+
+    async def claim_for_order(self, user_id: str, partner_id: str, order_id: str) -> Claim | None:
+        return await self.session.scalar(select(Claim).where(
+            Claim.user_id == user_id, Claim.partner_id == partner_id, Claim.order_id == order_id))
+
+    async def claims(self, user_id: str, status: str | None, limit: int,
+                     before: tuple[datetime, str] | None) -> list[Claim]:
+        stmt = select(Claim)
+        if user_id:
+            stmt = stmt.where(Claim.user_id == user_id)
+        if status:
+            stmt = stmt.where(Claim.status == status)
+        if before is not None:
+            stmt = stmt.where(tuple_(Claim.created_at, Claim.id) < tuple_(*before))
+        stmt = stmt.order_by(Claim.created_at.desc(), Claim.id.desc()).limit(limit)
+        return list((await self.session.scalars(stmt)).all())

@@ -1,0 +1,110 @@
+"""Calls to identity and the ledger, and the outbox handler that delivers credits.
+
+The credit handler runs the steps of one accrual in order, each idempotent at the callee by its
+key, so a retry after any crash repeats nothing: the ledger transfer (`cashback:<purchase_id>` or
+`activation:<activation_id>`), then, for a user's first credited purchase, the referral bonus
+(`referral:<user_id>`, exactly once per referred user whatever the number of attempts), then the
+user's notification (`cashback-credited:<purchase_id>`)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import grpc
+from cashback.identity.v1 import identity_pb2, identity_pb2_grpc
+from cashback.ledger.v1 import ledger_pb2, ledger_pb2_grpc
+
+from services.common.errors import Unavailable
+from services.common.grpc_client import error_info
+from services.common.outbox import PermanentFailure
+from services.tracking.domain import UserDisabled, UserNotFound
+
+log = logging.getLogger("cashback.tracking")
+
+CREDIT_TOPIC = "credit"
+_PERMANENT = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND, grpc.StatusCode.ALREADY_EXISTS,
+              grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.PERMISSION_DENIED}
+
+
+class IdentityClient:
+    def __init__(self, channel: grpc.aio.Channel) -> None:
+        self._stub = identity_pb2_grpc.IdentityServiceStub(channel)
+
+    async def require_user(self, user_id: str, *, active: bool) -> identity_pb2.User:
+        """The user, or USER_NOT_FOUND; with `active`, USER_DISABLED for a user who left the program."""
+        if not user_id:
+            raise UserNotFound("user_id is required")
+        try:
+            user = (await self._stub.GetUser(identity_pb2.GetUserRequest(user_id=user_id))).user
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT):
+                raise UserNotFound(f"no user {user_id}") from exc
+            raise Unavailable(f"identity did not answer: {exc.code().name}", reason="IDENTITY_UNAVAILABLE") from exc
+        if active and user.status != identity_pb2.USER_STATUS_ACTIVE:
+            raise UserDisabled("the user has left the cashback program; clicks are not tracked")
+        return user
+
+    async def referrer(self, user_id: str) -> str:
+        return (await self._stub.GetReferrer(identity_pb2.GetReferrerRequest(user_id=user_id))).referrer_user_id
+
+    async def notify(self, key: str, user_id: str, template: str, params: dict[str, str]) -> None:
+        await self._stub.SendNotification(identity_pb2.SendNotificationRequest(
+            idempotency_key=key, user_id=user_id, template=template, params=params))
+
+
+class LedgerClient:
+    def __init__(self, channel: grpc.aio.Channel) -> None:
+        self._stub = ledger_pb2_grpc.LedgerServiceStub(channel)
+
+    async def credit(self, transfer_id: str, system: str, user_id: str, amount_kopecks: int, kind: str,
+                     reference: str) -> None:
+        await self._stub.CreateTransfer(ledger_pb2.CreateTransferRequest(transfer=ledger_pb2.Transfer(
+            transfer_id=transfer_id,
+            debit_account=ledger_pb2.AccountRef(system=ledger_pb2.SystemAccount.Value(f"SYSTEM_ACCOUNT_{system}")),
+            credit_account=ledger_pb2.AccountRef(user_id=user_id),
+            amount_kopecks=amount_kopecks, kind=ledger_pb2.TransferKind.Value(f"TRANSFER_KIND_{kind}"),
+            reference=reference,
+        )))
+
+
+def credit_payload(*, transfer_id: str, system: str, kind: str, user_id: str, amount_kopecks: int,
+                   reference: str, notify_key: str, partner_name: str, referral_check: bool) -> dict[str, Any]:
+    return {
+        "transfer_id": transfer_id, "system": system, "kind": kind, "user_id": user_id,
+        "amount_kopecks": amount_kopecks, "reference": reference, "notify_key": notify_key,
+        "partner_name": partner_name, "referral_check": referral_check,
+    }
+
+
+class CreditHandler:
+    """Delivers one `credit` outbox message (see the module docstring)."""
+
+    def __init__(self, identity: IdentityClient, ledger: LedgerClient, referral_bonus_kopecks: int) -> None:
+        self._identity = identity
+        self._ledger = ledger
+        self._bonus = referral_bonus_kopecks
+
+    async def __call__(self, key: str, p: dict[str, Any]) -> None:
+        try:
+            await self._ledger.credit(p["transfer_id"], p["system"], p["user_id"], p["amount_kopecks"], p["kind"],
+                                      p["reference"])
+            if p["referral_check"]:
+                await self._referral_bonus(p["user_id"])
+            await self._identity.notify(p["notify_key"], p["user_id"], "cashback_credited", {
+                "amount_kopecks": str(p["amount_kopecks"]), "partner_name": p["partner_name"]})
+        except grpc.aio.AioRpcError as exc:
+            info = error_info(exc)
+            if exc.code() in _PERMANENT:
+                raise PermanentFailure(f"{info.code.name} {info.reason}: {info.message}") from exc
+            raise
+
+    async def _referral_bonus(self, user_id: str) -> None:
+        referrer = await self._identity.referrer(user_id)
+        if not referrer:
+            return
+        await self._ledger.credit(f"referral:{user_id}", "REFERRAL_FUNDING", referrer, self._bonus, "REFERRAL_BONUS",
+                                  user_id)
+        await self._identity.notify(f"referral-bonus:{user_id}", referrer, "referral_bonus",
+                                    {"amount_kopecks": str(self._bonus)})
+        log.info("referral bonus for %s paid to %s", user_id, referrer)
