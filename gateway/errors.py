@@ -132,7 +132,7 @@ def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
 async def _on_validation(request: Request, exc: RequestValidationError) -> JSONResponse:
     errors = _validation_errors(exc)
     for err in exc.errors():
-        if tuple(err.get("loc", ())) == ("header", "idempotency-key"):
+        if tuple(str(part).lower() for part in err.get("loc", ())) == ("header", "idempotency-key"):
             return problem_response(400, "IDEMPOTENCY_KEY_MISSING" if err.get("type") == "missing"
                                     else "IDEMPOTENCY_KEY_INVALID",
                                     "The Idempotency-Key header is required: 1 to 200 printable characters.")
