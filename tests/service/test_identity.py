@@ -4,6 +4,8 @@ Time is a FrozenClock shared with the service; codes are read from the dev outbo
 from __future__ import annotations
 
 import asyncio
+import email
+import email.policy
 import random
 import re
 import uuid
@@ -520,3 +522,112 @@ async def test_the_dev_outbox_exists_only_in_dev(start_service):
     c = await _client(start_service, env="prod")
     err = await rpc_error(c.stub.ListDevOutbox(pb.ListDevOutboxRequest()))
     assert err.code() == grpc.StatusCode.FAILED_PRECONDITION and error_info(err).reason == "DEV_ONLY"
+
+
+# --- real adapters: an HTTP SMS provider and an SMTP server, both local -------------------------
+
+
+class FakeSmsProvider:
+    """A local HTTP SMS provider: records what it accepts; answers 503 to the first `fail_first`."""
+
+    def __init__(self, fail_first: int = 0) -> None:
+        import json
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        provider = self
+        self.received: list[tuple[str, dict]] = []
+        self.fail_first = fail_first
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                if provider.fail_first > 0:
+                    provider.fail_first -= 1
+                    self.send_response(503)
+                else:
+                    provider.received.append((self.headers.get("Idempotency-Key", ""), body))
+                    self.send_response(202)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/messages"
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+class FakeSmtpServer:
+    """Just enough SMTP (RFC 5321 without extensions) to receive messages."""
+
+    def __init__(self) -> None:
+        self.messages: list[str] = []
+        self.port = 0
+        self._server: asyncio.base_events.Server | None = None
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._session, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"220 fake-smtp ready\r\n")
+        while line := await reader.readline():
+            verb = line.decode(errors="replace").strip().upper()
+            if verb.startswith("DATA"):
+                writer.write(b"354 go ahead\r\n")
+                await writer.drain()
+                data = await reader.readuntil(b"\r\n.\r\n")
+                self.messages.append(data.decode())
+                writer.write(b"250 queued\r\n")
+            elif verb.startswith("QUIT"):
+                writer.write(b"221 bye\r\n")
+                await writer.drain()
+                break
+            else:
+                writer.write(b"250 ok\r\n")
+            await writer.drain()
+        writer.close()
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+
+async def test_sms_goes_through_the_http_provider_with_retries_and_email_through_smtp(start_service):
+    provider = FakeSmsProvider(fail_first=1)
+    smtp = FakeSmtpServer()
+    await smtp.start()
+    try:
+        c = await _client(start_service, sms_url=provider.url, smtp_host="127.0.0.1", smtp_port=smtp.port)
+        phone = mts_number()
+        challenge = await start(c.stub, phone)
+        for _ in range(200):  # the first attempt fails (503); its retry waits for the clock
+            if provider.fail_first == 0:
+                break
+            await asyncio.sleep(0.02)
+        c.clock.advance(timedelta(seconds=1))
+        code = await latest_code(c.stub, phone)
+        assert provider.received == [(f"code:{challenge.challenge_id}",
+                                      {"to": phone, "text": (await outbox(c.stub, phone))[0].text,
+                                       "sender": "Cashback"})]
+        user = (await c.stub.VerifyPhoneChallenge(
+            pb.VerifyPhoneChallengeRequest(challenge_id=challenge.challenge_id, code=code))).user
+        await c.stub.StartEmailChallenge(pb.StartEmailChallengeRequest(user_id=user.user_id, email="olga@example.net"))
+        email_code = await latest_code(c.stub, "olga@example.net")
+        for _ in range(200):
+            if smtp.messages:
+                break
+            await asyncio.sleep(0.02)
+        assert len(smtp.messages) == 1
+        mail = email.message_from_string(smtp.messages[0].removesuffix("\r\n.\r\n"), policy=email.policy.default)
+        assert mail["To"] == "olga@example.net" and email_code in mail.get_content()
+    finally:
+        provider.close()
+        await smtp.close()
