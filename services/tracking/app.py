@@ -34,7 +34,7 @@ async def build_runtime(settings: Settings, clock: Clock | None = None) -> Runti
     ledger_channel = open_channel(settings.ledger_address)
     identity = IdentityClient(identity_channel)
     tracking = Tracking(
-        db, clock, identity=identity, fingerprints=Fingerprints(redis, "tracking:postback:"), networks=networks,
+        db, clock, identity=identity, fingerprints=Fingerprints(redis, settings.redis_prefix + "postback:"), networks=networks,
         accrual_delay=timedelta(seconds=settings.accrual_delay_seconds),
         pending_expiry=timedelta(days=settings.pending_expiry_days),
     )

@@ -31,6 +31,7 @@ class Settings:
     port: int = 50052
     env: str = "prod"
     redis_url: str = ""
+    redis_prefix: str = "tracking:"
     identity_address: str = "127.0.0.1:50051"
     ledger_address: str = "127.0.0.1:50053"
     # Cashback is credited this long after confirmation (0 in dev demos).

@@ -115,7 +115,7 @@ class Postback(Base):
     outcome: Mapped[str] = mapped_column(String(16))
     # The error reason for refused postbacks, or what the postback changed.
     detail: Mapped[str] = mapped_column(String(200), default="")
-    fingerprint: Mapped[str] = mapped_column(String(64), default="")
+    fingerprint: Mapped[str] = mapped_column(String(64), default="", index=True)
     order_id: Mapped[str] = mapped_column(String(128), default="")
     part_id: Mapped[str] = mapped_column(String(128), default="")
     purchase_id: Mapped[str] = mapped_column(String(36), default="")

@@ -135,8 +135,12 @@ class TrackingRepository:
 
     # --- postbacks ---------------------------------------------------------------------------
 
-    async def postback(self, postback_id: str) -> Postback | None:
-        return await self.session.get(Postback, postback_id)
+    async def fingerprint_applied(self, fingerprint: str) -> bool:
+        """Whether a postback with this fingerprint changed a purchase before."""
+        found = await self.session.scalar(select(Postback.id).where(
+            Postback.fingerprint == fingerprint,
+            Postback.outcome.in_(["ACCEPTED", "UNATTRIBUTED", "REJECTED"])).limit(1))
+        return found is not None
 
     # --- claims ------------------------------------------------------------------------------
 

@@ -281,6 +281,9 @@ class Tracking:
         if move.change is Change.NONE:
             return result(PostbackOutcome.DUPLICATE, move.detail or "nothing new")
         if move.change is Change.CONFLICT:
+            if await repo.fingerprint_applied(report.fingerprint):
+                # A late replay of a report that was applied before (the Redis path says the same).
+                return result(PostbackOutcome.DUPLICATE, "replay of an earlier postback")
             return result(PostbackOutcome.CONFLICT, move.detail)
         if move.change is Change.REJECT:
             purchase.status = PurchaseStatus.REJECTED.value

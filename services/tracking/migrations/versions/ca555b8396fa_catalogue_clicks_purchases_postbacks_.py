@@ -1,8 +1,8 @@
 """catalogue, clicks, purchases, postbacks, claims
 
-Revision ID: bf7807649365
+Revision ID: ca555b8396fa
 Revises: 
-Create Date: 2026-11-25 08:16:59.853696
+Create Date: 2026-11-25 08:19:11.033063
 """
 from collections.abc import Sequence
 
@@ -12,7 +12,7 @@ from alembic import op
 import services.common.db
 
 
-revision: str = 'bf7807649365'
+revision: str = 'ca555b8396fa'
 down_revision: str | None = None
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
@@ -62,6 +62,7 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id')
     )
     with op.batch_alter_table('postbacks', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_postbacks_fingerprint'), ['fingerprint'], unique=False)
         batch_op.create_index('ix_postbacks_network_order', ['network', 'order_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_postbacks_received_at'), ['received_at'], unique=False)
 
@@ -188,6 +189,7 @@ def downgrade() -> None:
     with op.batch_alter_table('postbacks', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_postbacks_received_at'))
         batch_op.drop_index('ix_postbacks_network_order')
+        batch_op.drop_index(batch_op.f('ix_postbacks_fingerprint'))
 
     op.drop_table('postbacks')
     with op.batch_alter_table('outbox', schema=None) as batch_op:

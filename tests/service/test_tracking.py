@@ -1,0 +1,461 @@
+"""Tracking over real gRPC, with the real identity and ledger, a real database and Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import re
+import uuid
+from datetime import timedelta
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+import grpc
+import pytest
+from cashback.identity.v1 import identity_pb2 as ipb
+from cashback.identity.v1 import identity_pb2_grpc
+from cashback.ledger.v1 import ledger_pb2, ledger_pb2_grpc
+from cashback.tracking.v1 import tracking_pb2 as pb
+from cashback.tracking.v1 import tracking_pb2_grpc
+from sqlalchemy import select
+
+from services.common.clock import FrozenClock
+from services.common.db import Database
+from services.common.grpc_client import error_info, open_channel
+from services.tracking.models import Postback
+from services.tracking.postbacks import sign
+
+DAY = timedelta(days=1)
+
+
+class Stack:
+    def __init__(self, tracking, identity, ledger, clock: FrozenClock, database_url: str) -> None:
+        self.tracking = tracking
+        self.identity = identity
+        self.ledger = ledger
+        self.clock = clock
+        self.database_url = database_url
+
+    # --- users and clicks --------------------------------------------------------------------
+
+    async def sign_up(self, referral_code: str = "") -> ipb.User:
+        phone = f"+7916{random.randrange(10**7):07d}"
+        challenge = await self.identity.StartPhoneChallenge(ipb.StartPhoneChallengeRequest(
+            phone=phone, client_address=f"10.1.{random.randrange(250)}.{random.randrange(250)}"))
+        for _ in range(200):
+            messages = (await self.identity.ListDevOutbox(ipb.ListDevOutboxRequest(to=phone))).messages
+            if messages:
+                break
+            await asyncio.sleep(0.02)
+        code = re.search(r"\b(\d{6})\b", messages[0].text).group(1)
+        verified = await self.identity.VerifyPhoneChallenge(ipb.VerifyPhoneChallengeRequest(
+            challenge_id=challenge.challenge_id, code=code, referral_code=referral_code))
+        return verified.user
+
+    async def click(self, user_id: str, partner: str = "aliexpress") -> str:
+        return (await self.tracking.RecordClick(pb.RecordClickRequest(user_id=user_id, partner_id=partner))).click_id
+
+    # --- postbacks ---------------------------------------------------------------------------
+
+    async def direct(self, *, secret: str = "dev-direct-secret", skew: timedelta = timedelta(0),
+                     header: str | None = None, **fields) -> pb.IngestPostbackResponse:
+        body = json.dumps({"currency": "RUB", "channel": "web", "customer_type": "individual",
+                           "event_time": self.clock.now().isoformat(), **fields}).encode()
+        signature = header if header is not None else sign(secret, int((self.clock.now() + skew).timestamp()), body)
+        return await self.tracking.IngestPostback(pb.IngestPostbackRequest(
+            network="direct", http_method="POST", body=body, headers={"x-cashback-signature": signature},
+            remote_address="198.51.100.7"))
+
+    async def admitad(self, method: str = "GET", secret: str = "dev-admitad-secret",
+                      **params) -> pb.IngestPostbackResponse:
+        form = urlencode({**params, "secret": secret})
+        if method == "GET":
+            request = pb.IngestPostbackRequest(network="admitad", http_method="GET", query_string=form)
+        else:
+            request = pb.IngestPostbackRequest(network="admitad", http_method="POST", body=form.encode(),
+                                               headers={"content-type": "application/x-www-form-urlencoded"})
+        return await self.tracking.IngestPostback(request)
+
+    # --- reading back ------------------------------------------------------------------------
+
+    async def purchase(self, purchase_id: str) -> pb.Purchase:
+        return (await self.tracking.GetPurchase(pb.GetPurchaseRequest(purchase_id=purchase_id))).purchase
+
+    async def balance(self, user_id: str) -> int:
+        return (await self.ledger.GetBalance(ledger_pb2.GetBalanceRequest(user_id=user_id))).balance.posted_kopecks
+
+    async def pending(self, user_id: str) -> int:
+        return (await self.tracking.GetPendingCashback(
+            pb.GetPendingCashbackRequest(user_id=user_id))).pending_cashback_kopecks
+
+    async def wait_status(self, purchase_id: str, status: int) -> pb.Purchase:
+        for _ in range(300):
+            purchase = await self.purchase(purchase_id)
+            if purchase.status == status:
+                return purchase
+            await asyncio.sleep(0.02)
+        raise AssertionError(f"purchase {purchase_id} never reached {pb.PurchaseStatus.Name(status)}")
+
+    async def wait_balance(self, user_id: str, kopecks: int) -> None:
+        for _ in range(300):
+            if await self.balance(user_id) == kopecks:
+                return
+            await asyncio.sleep(0.02)
+        raise AssertionError(f"balance of {user_id} is {await self.balance(user_id)}, not {kopecks}")
+
+    async def audit_rows(self, **where) -> list[Postback]:
+        db = Database(self.database_url)
+        try:
+            async with db.sessions() as session:
+                stmt = select(Postback).where(*(getattr(Postback, k) == v for k, v in where.items()))
+                return list((await session.scalars(stmt.order_by(Postback.received_at))).all())
+        finally:
+            await db.dispose()
+
+
+@pytest.fixture
+async def stack(start_service):
+    clock = FrozenClock()
+    ledger = await start_service("ledger")
+    identity = await start_service("identity", redis_prefix=f"test-identity:{uuid.uuid4().hex}:")
+    tracking = await start_service("tracking", clock=clock, ledger_address=ledger.address,
+                                   identity_address=identity.address, job_interval_seconds=0.02,
+                                   redis_prefix=f"test-tracking:{uuid.uuid4().hex}:")
+    channels = [open_channel(s.address) for s in (tracking, identity, ledger)]
+    yield Stack(tracking_pb2_grpc.TrackingServiceStub(channels[0]), identity_pb2_grpc.IdentityServiceStub(channels[1]),
+                ledger_pb2_grpc.LedgerServiceStub(channels[2]), clock, tracking.settings.database_url)
+    for channel in channels:
+        await channel.close()
+
+
+async def rpc_error(call) -> grpc.aio.AioRpcError:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await call
+    return caught.value
+
+
+def order() -> str:
+    return f"order-{uuid.uuid4().hex[:12]}"
+
+
+# --- catalogue --------------------------------------------------------------------------------
+
+
+async def test_catalogue_lists_filters_and_pages(stack):
+    categories = (await stack.tracking.ListCategories(pb.ListCategoriesRequest())).categories
+    assert sum(c.partner_count for c in categories) >= 780
+    assert {"online-shops", "travel", "restaurant-booking", "leisure", "operator-services"} <= {
+        c.category_id for c in categories}
+    first = await stack.tracking.ListPartners(pb.ListPartnersRequest(page_size=100))
+    assert first.total_size >= 780 and len(first.partners) == 100 and first.next_page_token
+    second = await stack.tracking.ListPartners(pb.ListPartnersRequest(page_size=100, page_token=first.next_page_token))
+    assert not {p.partner_id for p in first.partners} & {p.partner_id for p in second.partners}
+    found = await stack.tracking.ListPartners(pb.ListPartnersRequest(query="ALIEXP"))
+    assert [p.partner_id for p in found.partners] == ["aliexpress"] and found.total_size == 1
+    travel = await stack.tracking.ListPartners(pb.ListPartnersRequest(category_id="travel", page_size=100))
+    assert travel.total_size > 0 and all(p.category_id == "travel" for p in travel.partners)
+    error = await rpc_error(stack.tracking.ListPartners(pb.ListPartnersRequest(page_token="garbage!")))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_partner_terms_and_quote(stack):
+    ali = (await stack.tracking.GetPartner(pb.GetPartnerRequest(partner_id="aliexpress"))).partner
+    assert ali.rules.cap_kopecks == 200000 and list(ali.rules.excluded_domains) == ["tmall.ru"]
+    assert ali.rules.app_orders_allowed and ali.rules.version == 1 and "2000.00 RUB" in ali.terms_text
+    quote = (await stack.tracking.QuoteCashback(pb.QuoteCashbackRequest(
+        partner_id="aliexpress", facts=pb.PurchaseFacts(amount_kopecks=5_000_000, channel=pb.CHANNEL_APP)))).decision
+    assert quote.reason == pb.DECISION_REASON_CAP_APPLIED and quote.cashback_kopecks == 200000
+    tmall = (await stack.tracking.QuoteCashback(pb.QuoteCashbackRequest(
+        partner_id="aliexpress", facts=pb.PurchaseFacts(amount_kopecks=100000, destination_domain="tmall.ru"))))
+    assert tmall.decision.reason == pb.DECISION_REASON_EXCLUDED_DESTINATION
+    missing = await rpc_error(stack.tracking.GetPartner(pb.GetPartnerRequest(partner_id="nope")))
+    assert missing.code() == grpc.StatusCode.NOT_FOUND and error_info(missing).reason == "PARTNER_NOT_FOUND"
+    bad = await rpc_error(stack.tracking.QuoteCashback(pb.QuoteCashbackRequest(partner_id="ozon")))
+    assert error_info(bad).reason == "AMOUNT_INVALID"
+
+
+# --- clicks -----------------------------------------------------------------------------------
+
+
+async def test_click_redirects_with_an_unguessable_sub_id(stack):
+    user = await stack.sign_up()
+    answer = await stack.tracking.RecordClick(pb.RecordClickRequest(user_id=user.user_id, partner_id="ozon"))
+    assert len(answer.click_id) >= 24
+    url = urlsplit(answer.redirect_url)
+    assert url.netloc == "www.ozon.ru" and parse_qs(url.query)["sub_id"] == [answer.click_id]
+    assert answer.click_id != await stack.click(user.user_id, "ozon")
+
+
+async def test_clicks_of_disabled_or_unknown_users_are_refused(stack):
+    user = await stack.sign_up()
+    await stack.identity.DisableUser(ipb.DisableUserRequest(user_id=user.user_id))
+    disabled = await rpc_error(stack.tracking.RecordClick(pb.RecordClickRequest(user_id=user.user_id,
+                                                                                 partner_id="ozon")))
+    assert disabled.code() == grpc.StatusCode.FAILED_PRECONDITION and error_info(disabled).reason == "USER_DISABLED"
+    unknown = await rpc_error(stack.tracking.RecordClick(pb.RecordClickRequest(user_id=str(uuid.uuid4()),
+                                                                                partner_id="ozon")))
+    assert unknown.code() == grpc.StatusCode.NOT_FOUND and error_info(unknown).reason == "USER_NOT_FOUND"
+
+
+# --- postbacks and crediting --------------------------------------------------------------------
+
+
+async def test_direct_postback_pending_then_approved_is_credited_exactly_once(stack):
+    user = await stack.sign_up()
+    click = await stack.click(user.user_id)
+    oid = order()
+    pending = await stack.direct(order_id=oid, click_id=click, status="pending", amount_kopecks=100000)
+    assert pending.outcome == pb.POSTBACK_OUTCOME_ACCEPTED and pending.purchase_id and pending.postback_id
+    assert await stack.pending(user.user_id) == 7000
+    approved = await stack.direct(order_id=oid, click_id=click, status="approved", amount_kopecks=100000)
+    assert approved.outcome == pb.POSTBACK_OUTCOME_ACCEPTED and approved.purchase_id == pending.purchase_id
+    purchase = await stack.purchase(pending.purchase_id)
+    assert purchase.status == pb.PURCHASE_STATUS_CONFIRMED and purchase.user_id == user.user_id
+    assert purchase.decision.reason == pb.DECISION_REASON_RATE_APPLIED and purchase.cashback_kopecks == 7000
+    assert await stack.balance(user.user_id) == 0  # not before the delay
+
+    stack.clock.advance(DAY)
+    accrued = await stack.wait_status(pending.purchase_id, pb.PURCHASE_STATUS_ACCRUED)
+    assert accrued.accrue_time.seconds
+    await stack.wait_balance(user.user_id, 7000)
+    replay = await stack.direct(order_id=oid, click_id=click, status="approved", amount_kopecks=100000)
+    assert replay.outcome == pb.POSTBACK_OUTCOME_DUPLICATE
+    transfer = (await stack.ledger.GetTransfer(ledger_pb2.GetTransferRequest(
+        transfer_id=f"cashback:{pending.purchase_id}"))).transfer
+    assert transfer.amount_kopecks == 7000 and transfer.kind == ledger_pb2.TRANSFER_KIND_CASHBACK
+    assert await stack.pending(user.user_id) == 0
+    for _ in range(300):
+        notes = (await stack.identity.ListNotifications(ipb.ListNotificationsRequest(user_id=user.user_id))).notifications
+        if any(n.template == "cashback_credited" for n in notes):
+            break
+        await asyncio.sleep(0.02)
+    assert [n.template for n in notes].count("cashback_credited") >= 1
+    stack.clock.advance(DAY)
+    await asyncio.sleep(0.1)
+    assert await stack.balance(user.user_id) == 7000
+    statement = await stack.ledger.ListStatement(ledger_pb2.ListStatementRequest(user_id=user.user_id))
+    assert len(statement.entries) == 1
+
+
+async def test_exact_duplicates_and_concurrent_copies_change_nothing(stack):
+    user = await stack.sign_up()
+    click = await stack.click(user.user_id, "ozon")
+    oid = order()
+    answers = await asyncio.gather(*(stack.direct(order_id=oid, click_id=click, status="pending",
+                                                  amount_kopecks=50000) for _ in range(10)))
+    outcomes = sorted(a.outcome for a in answers)
+    assert outcomes == [pb.POSTBACK_OUTCOME_ACCEPTED] + [pb.POSTBACK_OUTCOME_DUPLICATE] * 9
+    purchases = (await stack.tracking.ListPurchases(pb.ListPurchasesRequest(user_id=user.user_id))).purchases
+    assert len(purchases) == 1 and purchases[0].cashback_kopecks == 2000
+    assert len(await stack.audit_rows(order_id=oid)) == 10
+
+
+async def test_bad_signature_is_unauthenticated_and_stored(stack):
+    oid = order()
+    forged = await rpc_error(stack.direct(secret="guessed", order_id=oid, status="approved", amount_kopecks=100))
+    assert forged.code() == grpc.StatusCode.UNAUTHENTICATED and error_info(forged).reason == "SIGNATURE_INVALID"
+    unsigned = await rpc_error(stack.direct(header="", order_id=oid, status="approved", amount_kopecks=100))
+    assert error_info(unsigned).reason == "SIGNATURE_INVALID"
+    rows = [r for r in await stack.audit_rows(network="direct") if oid.encode() in r.body]
+    assert [r.outcome for r in rows] == ["UNAUTHENTICATED", "UNAUTHENTICATED"]
+    assert json.loads(rows[0].body)["order_id"] == oid and rows[0].remote_address == "198.51.100.7"
+
+
+async def test_stale_and_future_timestamps_are_refused(stack):
+    for skew in (timedelta(seconds=-301), timedelta(seconds=301)):
+        error = await rpc_error(stack.direct(skew=skew, order_id=order(), status="pending", amount_kopecks=100))
+        assert error.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert error_info(error).reason == "TIMESTAMP_OUT_OF_WINDOW"
+    ok = await stack.direct(skew=timedelta(seconds=-299), order_id=order(), status="pending", amount_kopecks=100)
+    assert ok.outcome == pb.POSTBACK_OUTCOME_UNATTRIBUTED
+
+
+async def test_malformed_postback_is_invalid_argument_and_stored(stack):
+    error = await rpc_error(stack.direct(order_id=order(), status="paid", amount_kopecks=100))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and error_info(error).reason == "POSTBACK_MALFORMED"
+    unknown = await rpc_error(stack.tracking.IngestPostback(pb.IngestPostbackRequest(network="cityads",
+                                                                                     http_method="GET")))
+    assert unknown.code() == grpc.StatusCode.NOT_FOUND and error_info(unknown).reason == "NETWORK_UNKNOWN"
+    assert [r.outcome for r in await stack.audit_rows(network="cityads")] == ["REJECTED"]
+
+
+async def test_admitad_get_and_post_with_parts(stack):
+    user = await stack.sign_up()
+    click = await stack.click(user.user_id, "ozon")
+    oid = order()
+    first = await stack.admitad(order_id=oid, status="pending", order_sum="1234.50", currency="RUB", subid=click,
+                                position_id="1", time="1767225600")
+    second = await stack.admitad("POST", order_id=oid, status="approved", order_sum="600.00", currency="RUB",
+                                 subid=click, position_id="2")
+    assert first.outcome == second.outcome == pb.POSTBACK_OUTCOME_ACCEPTED
+    part1, part2 = await stack.purchase(first.purchase_id), await stack.purchase(second.purchase_id)
+    assert (part1.amount_kopecks, part1.cashback_kopecks, part1.part_id) == (123450, 4938, "1")  # 4 %, floored
+    assert (part2.amount_kopecks, part2.cashback_kopecks, part2.status) == (60000, 2400, pb.PURCHASE_STATUS_CONFIRMED)
+    bad = await rpc_error(stack.admitad(secret="nope", order_id=oid, status="approved", order_sum="1"))
+    assert error_info(bad).reason == "SIGNATURE_INVALID"
+    too_precise = await rpc_error(stack.admitad(order_id=oid, status="approved", order_sum="1.005", subid=click))
+    assert error_info(too_precise).reason == "POSTBACK_MALFORMED"
+
+
+async def test_unattributed_purchase_is_stored_and_a_claim_links_it(stack):
+    oid = order()
+    answer = await stack.direct(order_id=oid, partner_id="labirint", status="approved", amount_kopecks=100000)
+    assert answer.outcome == pb.POSTBACK_OUTCOME_UNATTRIBUTED
+    purchase = await stack.purchase(answer.purchase_id)
+    assert purchase.user_id == "" and purchase.decision.reason == pb.DECISION_REASON_UNATTRIBUTED
+    assert purchase.cashback_kopecks == 0 and purchase.decision.computed_kopecks == 6000
+
+    user = await stack.sign_up()
+    claim = (await stack.tracking.FileClaim(pb.FileClaimRequest(
+        user_id=user.user_id, partner_id="labirint", order_id=oid, order_date="2025-12-30", amount_kopecks=100000,
+        comment="bought a book"))).claim
+    assert claim.status == pb.CLAIM_STATUS_OPEN
+    again = await rpc_error(stack.tracking.FileClaim(pb.FileClaimRequest(
+        user_id=user.user_id, partner_id="labirint", order_id=oid, order_date="2025-12-30", amount_kopecks=100000)))
+    assert again.code() == grpc.StatusCode.ALREADY_EXISTS
+    approved = (await stack.tracking.ApproveClaim(pb.ApproveClaimRequest(claim_id=claim.claim_id,
+                                                                         decided_by="support-1"))).claim
+    assert approved.status == pb.CLAIM_STATUS_APPROVED and approved.purchase_id == answer.purchase_id
+    linked = await stack.purchase(answer.purchase_id)
+    assert linked.user_id == user.user_id and linked.cashback_kopecks == 6000
+    decided = await rpc_error(stack.tracking.RejectClaim(pb.RejectClaimRequest(claim_id=claim.claim_id,
+                                                                               reason="late")))
+    assert error_info(decided).reason == "CLAIM_ALREADY_DECIDED"
+    stack.clock.advance(DAY)
+    await stack.wait_balance(user.user_id, 6000)
+
+
+async def test_claim_without_a_postback_creates_a_purchase_or_is_rejected(stack):
+    user = await stack.sign_up()
+    filed = [(await stack.tracking.FileClaim(pb.FileClaimRequest(
+        user_id=user.user_id, partner_id="restoclub", order_id=order(), order_date="2025-12-31",
+        amount_kopecks=500000))).claim for _ in range(2)]
+    approved = (await stack.tracking.ApproveClaim(pb.ApproveClaimRequest(claim_id=filed[0].claim_id))).claim
+    rejected = (await stack.tracking.RejectClaim(pb.RejectClaimRequest(
+        claim_id=filed[1].claim_id, decided_by="support-1", reason="no such order"))).claim
+    assert rejected.status == pb.CLAIM_STATUS_REJECTED and rejected.decision_reason == "no such order"
+    assert (await stack.purchase(approved.purchase_id)).cashback_kopecks == 15000
+    listed = (await stack.tracking.ListClaims(pb.ListClaimsRequest(user_id=user.user_id))).claims
+    assert [c.claim_id for c in listed] == [filed[1].claim_id, filed[0].claim_id]
+    stack.clock.advance(DAY)
+    await stack.wait_balance(user.user_id, 15000)
+
+
+async def test_amount_correction_while_not_credited(stack):
+    user = await stack.sign_up()
+    click = await stack.click(user.user_id)
+    oid = order()
+    first = await stack.direct(order_id=oid, click_id=click, status="pending", amount_kopecks=100000)
+    corrected = await stack.direct(order_id=oid, click_id=click, status="pending", amount_kopecks=80000)
+    assert corrected.outcome == pb.POSTBACK_OUTCOME_ACCEPTED
+    purchase = await stack.purchase(first.purchase_id)
+    assert (purchase.amount_kopecks, purchase.cashback_kopecks) == (80000, 5600)
+    back = await stack.direct(order_id=oid, click_id=click, status="pending", amount_kopecks=100000)
+    assert back.outcome == pb.POSTBACK_OUTCOME_ACCEPTED  # a correction back is not a duplicate
+    approved = await stack.direct(order_id=oid, click_id=click, status="approved", amount_kopecks=90000)
+    assert approved.outcome == pb.POSTBACK_OUTCOME_ACCEPTED
+    assert (await stack.purchase(first.purchase_id)).cashback_kopecks == 6300
+    stack.clock.advance(DAY)
+    await stack.wait_status(first.purchase_id, pb.PURCHASE_STATUS_ACCRUED)
+    late = await rpc_error(stack.direct(order_id=oid, click_id=click, status="approved", amount_kopecks=95000))
+    assert late.code() == grpc.StatusCode.FAILED_PRECONDITION and error_info(late).reason == "PURCHASE_CONFLICT"
+    assert (await stack.audit_rows(order_id=oid))[-1].outcome == "CONFLICT"
+    await stack.wait_balance(user.user_id, 6300)
+
+
+async def test_statuses_only_move_forward(stack):
+    user = await stack.sign_up()
+    click = await stack.click(user.user_id)
+    oid = order()
+    approved = await stack.direct(order_id=oid, click_id=click, status="approved", amount_kopecks=100000)
+    stale = await stack.direct(order_id=oid, click_id=click, status="pending", amount_kopecks=100000)
+    assert stale.outcome == pb.POSTBACK_OUTCOME_DUPLICATE
+    assert (await stack.purchase(approved.purchase_id)).status == pb.PURCHASE_STATUS_CONFIRMED
+    declined = await stack.direct(order_id=oid, click_id=click, status="declined", amount_kopecks=100000)
+    assert declined.outcome == pb.POSTBACK_OUTCOME_REJECTED
+    assert (await stack.purchase(approved.purchase_id)).status == pb.PURCHASE_STATUS_REJECTED
+    replayed = await stack.direct(order_id=oid, click_id=click, status="approved", amount_kopecks=100000)
+    assert replayed.outcome == pb.POSTBACK_OUTCOME_DUPLICATE  # an old message delivered late
+    revived = await rpc_error(stack.direct(order_id=oid, click_id=click, status="approved", amount_kopecks=90000))
+    assert error_info(revived).reason == "PURCHASE_CONFLICT"
+    assert (await stack.purchase(approved.purchase_id)).status == pb.PURCHASE_STATUS_REJECTED
+    stack.clock.advance(DAY)
+    await asyncio.sleep(0.1)
+    assert await stack.balance(user.user_id) == 0 and await stack.pending(user.user_id) == 0
+
+
+async def test_pending_purchase_expires_after_90_days(stack):
+    user = await stack.sign_up()
+    click = await stack.click(user.user_id)
+    answer = await stack.direct(order_id=order(), click_id=click, status="pending", amount_kopecks=100000)
+    stack.clock.advance(timedelta(days=89))
+    await asyncio.sleep(0.05)
+    assert (await stack.purchase(answer.purchase_id)).status == pb.PURCHASE_STATUS_PENDING
+    stack.clock.advance(DAY)
+    await stack.wait_status(answer.purchase_id, pb.PURCHASE_STATUS_EXPIRED)
+    assert await stack.pending(user.user_id) == 0
+
+
+async def test_zero_cashback_purchase_accrues_without_a_transfer(stack):
+    user = await stack.sign_up()
+    click = await stack.click(user.user_id, "labirint")
+    answer = await stack.direct(order_id=order(), click_id=click, status="approved", amount_kopecks=4999)
+    assert (await stack.purchase(answer.purchase_id)).decision.reason == pb.DECISION_REASON_BELOW_MINIMUM
+    stack.clock.advance(DAY)
+    await stack.wait_status(answer.purchase_id, pb.PURCHASE_STATUS_ACCRUED)
+    missing = await rpc_error(stack.ledger.GetTransfer(ledger_pb2.GetTransferRequest(
+        transfer_id=f"cashback:{answer.purchase_id}")))
+    assert missing.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_referrer_earns_30_roubles_once_on_the_first_credited_purchase(stack):
+    referrer = await stack.sign_up()
+    friend = await stack.sign_up(referral_code=referrer.referral_code)
+    click = await stack.click(friend.user_id)
+    ids = [(await stack.direct(order_id=order(), click_id=click, status="approved", amount_kopecks=10000 * (i + 1)))
+           .purchase_id for i in range(2)]
+    stack.clock.advance(DAY)
+    for pid in ids:
+        await stack.wait_status(pid, pb.PURCHASE_STATUS_ACCRUED)
+    await stack.wait_balance(friend.user_id, 700 + 1400)
+    await stack.wait_balance(referrer.user_id, 3000)
+    third = await stack.direct(order_id=order(), click_id=click, status="approved", amount_kopecks=10000)
+    stack.clock.advance(DAY)
+    await stack.wait_status(third.purchase_id, pb.PURCHASE_STATUS_ACCRUED)
+    await stack.wait_balance(friend.user_id, 2800)
+    assert await stack.balance(referrer.user_id) == 3000
+
+
+async def test_service_activation_is_credited_once(stack):
+    user = await stack.sign_up()
+    request = pb.ReportServiceActivationRequest(activation_id=f"act-{uuid.uuid4()}", user_id=user.user_id,
+                                                service_code="music")
+    first = await stack.tracking.ReportServiceActivation(request)
+    again = await stack.tracking.ReportServiceActivation(request)
+    assert not first.already_existed and again.already_existed
+    assert first.purchase.purchase_id == again.purchase.purchase_id
+    assert first.purchase.decision.reason == pb.DECISION_REASON_FIXED_SERVICE_REWARD
+    await stack.wait_balance(user.user_id, 10000)
+    transfer = (await stack.ledger.GetTransfer(ledger_pb2.GetTransferRequest(
+        transfer_id=f"activation:{request.activation_id}"))).transfer
+    assert transfer.kind == ledger_pb2.TRANSFER_KIND_SERVICE_ACTIVATION
+    unknown = await rpc_error(stack.tracking.ReportServiceActivation(pb.ReportServiceActivationRequest(
+        activation_id="x", user_id=user.user_id, service_code="karaoke")))
+    assert error_info(unknown).reason == "SERVICE_UNKNOWN"
+
+
+async def test_purchases_are_listed_newest_first_with_a_status_filter_and_pages(stack):
+    user = await stack.sign_up()
+    click = await stack.click(user.user_id)
+    ids = []
+    for status in ("pending", "approved", "pending"):
+        ids.append((await stack.direct(order_id=order(), click_id=click, status=status,
+                                       amount_kopecks=10000)).purchase_id)
+        stack.clock.advance(timedelta(seconds=1))
+    page = await stack.tracking.ListPurchases(pb.ListPurchasesRequest(user_id=user.user_id, page_size=2))
+    rest = await stack.tracking.ListPurchases(pb.ListPurchasesRequest(user_id=user.user_id, page_size=2,
+                                                                      page_token=page.next_page_token))
+    assert [p.purchase_id for p in [*page.purchases, *rest.purchases]] == ids[::-1] and not rest.next_page_token
+    confirmed = await stack.tracking.ListPurchases(pb.ListPurchasesRequest(user_id=user.user_id,
+                                                                           status=pb.PURCHASE_STATUS_CONFIRMED))
+    assert [p.purchase_id for p in confirmed.purchases] == [ids[1]]
