@@ -236,3 +236,15 @@ async def test_openapi_documents_every_route_of_the_contract_with_security_and_p
     balance = document["components"]["schemas"]["BalanceResponse"]["properties"]
     assert balance["balance_kopecks"]["type"] == "integer"
 
+
+
+async def test_an_upstream_that_never_answers_is_504_within_the_deadline():
+    import socket
+
+    with socket.socket() as silent:  # accepts connections (backlog) and never speaks
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        address = f"127.0.0.1:{silent.getsockname()[1]}"
+        async with running_gateway(gateway_settings(tracking_address=address, rpc_deadline_seconds=0.5)) as client:
+            response = await client.get("/v1/categories")
+    assert_problem(response, 504, "DEADLINE_EXCEEDED")
