@@ -23,7 +23,8 @@ from fakes.billing import running_billing
 from services.common.db import Database
 from services.common.grpc_client import error_info, open_channel
 from services.redemption import domain
-from services.redemption.models import MobilePayment
+from services.redemption.models import Certificate, MobilePayment
+from services.redemption.repository import RedemptionRepository
 
 FUNDING = ledger_pb2.AccountRef(system=ledger_pb2.SYSTEM_ACCOUNT_CASHBACK_FUNDING)
 OPERATOR_PREFIX = "+7987"  # MTS numbers: operator subscribers
@@ -224,6 +225,21 @@ async def test_payment_beyond_the_balance_is_refused_and_recorded_as_failed(stac
     assert await stack.credited(user.phone) == 0
 
 
+async def test_concurrent_requests_with_one_key_make_one_payment(stack):
+    user = await stack.user(funded=10_000)
+    responses = await asyncio.gather(*(stack.pay(user.user_id, 2_000, key="double-click") for _ in range(5)))
+    assert len({r.payment.payment_id for r in responses}) == 1
+    assert sum(not r.already_existed for r in responses) == 1
+    payment_id = responses[0].payment.payment_id
+
+    async def completed() -> bool:
+        return (await stack.payment(user.user_id, payment_id)).status == pb.PAYMENT_STATUS_COMPLETED
+
+    await poll(completed)
+    assert await stack.credited(user.phone) == 2_000
+    assert (await stack.balance(user.user_id)).posted_kopecks == 8_000
+
+
 @pytest.mark.parametrize("amount", [0, 99, -500])
 async def test_payment_below_one_rouble_is_invalid(stack, amount):
     code, reason = await rpc_error(stack.pay(str(uuid.uuid4()), amount))
@@ -348,6 +364,28 @@ async def test_same_key_retry_returns_the_same_certificate_and_takes_the_points_
     assert (code, reason) == (grpc.StatusCode.ALREADY_EXISTS, "IDEMPOTENCY_KEY_REUSED")
 
 
+async def test_certificate_left_by_a_crash_before_the_points_left_is_issued_by_the_reconciler(stack):
+    user = await stack.user(funded=30_000)
+    db = Database(stack.redemption_database_url)
+    past = datetime.now(UTC) - timedelta(minutes=5)
+    cert_id = str(uuid.uuid4())
+    async with db.transaction() as session:
+        session.add(Certificate(id=cert_id, code=domain.new_certificate_code(), user_id=user.user_id,
+                                idempotency_key="crashed", holder_user_id=user.user_id, nominal=20_000,
+                                status="ISSUING", created_at=past, next_check_at=past))
+    await db.dispose()
+
+    async def issued() -> bool:
+        return [c.certificate_id for c in await stack.held(user.user_id)] == [cert_id]
+
+    await poll(issued)
+    assert (await stack.balance(user.user_id)).posted_kopecks == 10_000
+    again = await stack.order(user.user_id, 20_000, key="crashed")
+    assert again.already_existed and again.certificate.certificate_id == cert_id
+    assert (await stack.balance(user.user_id)).posted_kopecks == 10_000
+    await stack.assert_audit_ok()
+
+
 async def test_concurrent_redemptions_of_one_code_let_exactly_one_through(stack):
     user = await stack.user(funded=50_000)
     cert = (await stack.order(user.user_id, 50_000)).certificate
@@ -422,6 +460,11 @@ async def test_handing_a_certificate_over_moves_it_to_the_new_holder(stack):
     code, reason = await rpc_error(stack.redemption.TransferCertificate(pb.TransferCertificateRequest(
         user_id=giver.user_id, certificate_id=cert.certificate_id, to_phone=giver.phone)))
     assert (code, reason) == (grpc.StatusCode.NOT_FOUND, "CERTIFICATE_NOT_FOUND")
+    db = Database(stack.redemption_database_url)
+    async with db.sessions() as session:
+        history = await RedemptionRepository(session).holders(cert.certificate_id)
+    await db.dispose()
+    assert [(h.user_id, h.from_user_id) for h in history] == [(giver.user_id, None), (taker.user_id, giver.user_id)]
 
 
 # --- USSD and sweep ----------------------------------------------------------------------------
