@@ -33,8 +33,9 @@ async def build_runtime(settings: Settings, clock: Clock | None = None) -> Runti
     identity_channel = open_channel(settings.identity_address)
     ledger_channel = open_channel(settings.ledger_address)
     identity = IdentityClient(identity_channel)
+    fingerprints = Fingerprints(redis, settings.redis_prefix + "postback:")
     tracking = Tracking(
-        db, clock, identity=identity, fingerprints=Fingerprints(redis, settings.redis_prefix + "postback:"), networks=networks,
+        db, clock, identity=identity, fingerprints=fingerprints, networks=networks,
         accrual_delay=timedelta(seconds=settings.accrual_delay_seconds),
         pending_expiry=timedelta(days=settings.pending_expiry_days),
     )

@@ -225,7 +225,8 @@ async def test_direct_postback_pending_then_approved_is_credited_exactly_once(st
     assert transfer.amount_kopecks == 7000 and transfer.kind == ledger_pb2.TRANSFER_KIND_CASHBACK
     assert await stack.pending(user.user_id) == 0
     for _ in range(300):
-        notes = (await stack.identity.ListNotifications(ipb.ListNotificationsRequest(user_id=user.user_id))).notifications
+        notes = (await stack.identity.ListNotifications(
+            ipb.ListNotificationsRequest(user_id=user.user_id))).notifications
         if any(n.template == "cashback_credited" for n in notes):
             break
         await asyncio.sleep(0.02)
@@ -327,9 +328,12 @@ async def test_unattributed_purchase_is_stored_and_a_claim_links_it(stack):
 
 async def test_claim_without_a_postback_creates_a_purchase_or_is_rejected(stack):
     user = await stack.sign_up()
-    filed = [(await stack.tracking.FileClaim(pb.FileClaimRequest(
-        user_id=user.user_id, partner_id="restoclub", order_id=order(), order_date="2025-12-31",
-        amount_kopecks=500000))).claim for _ in range(2)]
+    filed = []
+    for _ in range(2):
+        filed.append((await stack.tracking.FileClaim(pb.FileClaimRequest(
+            user_id=user.user_id, partner_id="restoclub", order_id=order(), order_date="2025-12-31",
+            amount_kopecks=500000))).claim)
+        stack.clock.advance(timedelta(seconds=1))
     approved = (await stack.tracking.ApproveClaim(pb.ApproveClaimRequest(claim_id=filed[0].claim_id))).claim
     rejected = (await stack.tracking.RejectClaim(pb.RejectClaimRequest(
         claim_id=filed[1].claim_id, decided_by="support-1", reason="no such order"))).claim
