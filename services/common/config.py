@@ -68,9 +68,11 @@ def listen_port(service: str) -> int:
     return env_int(f"{service.upper()}_PORT", DEFAULT_PORTS[service])
 
 
-def upstream_address(service: str) -> str:
-    """Where another service listens: `<SERVICE>_ADDRESS`, default localhost and its port."""
-    return env_str(f"{service.upper()}_ADDRESS", f"127.0.0.1:{DEFAULT_PORTS[service]}")
+def upstream_address(service: str, caller: str | None = None) -> str:
+    """Where another service listens: `<CALLER>_<SERVICE>_ADDRESS`, else `<SERVICE>_ADDRESS`,
+    else localhost and its standard port."""
+    default = env_str(f"{service.upper()}_ADDRESS", f"127.0.0.1:{DEFAULT_PORTS[service]}")
+    return env_str(f"{caller.upper()}_{service.upper()}_ADDRESS", default) if caller else default
 
 
 def redis_url() -> str:
