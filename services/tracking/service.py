@@ -118,7 +118,7 @@ class Tracking:
         """Upserts categories and partners by slug. A partner whose terms changed gets a new rule-set
         version; purchases keep the version they were computed with. Idempotent; concurrent replicas
         seeding at once race on primary keys and the loser retries."""
-        data = catalogue_file.load(path)
+        data = await asyncio.to_thread(catalogue_file.load, path)
         for attempt in range(3):
             try:
                 return await self._seed(data)

@@ -8,6 +8,7 @@ import random
 import re
 import uuid
 from datetime import timedelta
+from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import grpc
@@ -22,6 +23,7 @@ from sqlalchemy import select
 from services.common.clock import FrozenClock
 from services.common.db import Database
 from services.common.grpc_client import error_info, open_channel
+from services.tracking.config import DEFAULT_CATALOGUE
 from services.tracking.models import Postback
 from services.tracking.postbacks import sign
 
@@ -463,3 +465,38 @@ async def test_purchases_are_listed_newest_first_with_a_status_filter_and_pages(
     confirmed = await stack.tracking.ListPurchases(pb.ListPurchasesRequest(user_id=user.user_id,
                                                                            status=pb.PURCHASE_STATUS_CONFIRMED))
     assert [p.purchase_id for p in confirmed.purchases] == [ids[1]]
+
+
+@pytest.fixture
+def changed_catalogue(tmp_path) -> Path:
+    """The seeded catalogue with AliExpress at 10 % instead of 7 %."""
+    data = json.loads(Path(DEFAULT_CATALOGUE).read_text(encoding="utf-8"))
+    ali = next(p for p in data["partners"] if p["slug"] == "aliexpress")
+    ali["rules"]["tiers"][0]["rate_bps"] = 1000
+    changed = tmp_path / "catalogue.json"
+    changed.write_text(json.dumps(data))
+    return changed
+
+
+async def test_changed_terms_make_a_new_version_and_purchases_keep_theirs(stack, start_service, changed_catalogue):
+    user = await stack.sign_up()
+    click = await stack.click(user.user_id)
+    oid = order()
+    first = await stack.direct(order_id=oid, click_id=click, status="pending", amount_kopecks=100000)
+    assert (await stack.purchase(first.purchase_id)).decision.rule_version == 1
+    # A second replica on the same database starts with the new terms (and seeds idempotently).
+    for _ in range(2):
+        replica = await start_service("tracking", clock=stack.clock, database_url=stack.database_url,
+                                      catalogue_path=str(changed_catalogue), ledger_address="127.0.0.1:1",
+                                      identity_address="127.0.0.1:1", redis_prefix=f"test-tracking:{uuid.uuid4()}:")
+    channel = open_channel(replica.address)
+    try:
+        other = tracking_pb2_grpc.TrackingServiceStub(channel)
+        rules = (await other.GetPartner(pb.GetPartnerRequest(partner_id="aliexpress"))).partner.rules
+        assert (rules.version, rules.tiers[0].rate_bps) == (2, 1000)
+    finally:
+        await channel.close()
+    corrected = await stack.direct(order_id=oid, click_id=click, status="pending", amount_kopecks=200000)
+    assert corrected.outcome == pb.POSTBACK_OUTCOME_ACCEPTED
+    purchase = await stack.purchase(first.purchase_id)
+    assert (purchase.decision.rule_version, purchase.cashback_kopecks) == (1, 14000)  # still 7 %
