@@ -500,3 +500,23 @@ async def test_changed_terms_make_a_new_version_and_purchases_keep_theirs(stack,
     assert corrected.outcome == pb.POSTBACK_OUTCOME_ACCEPTED
     purchase = await stack.purchase(first.purchase_id)
     assert (purchase.decision.rule_version, purchase.cashback_kopecks) == (1, 14000)  # still 7 %
+
+
+async def test_with_redis_off_the_database_alone_keeps_concurrent_copies_to_one_purchase(start_service):
+    clock = FrozenClock()
+    tracking = await start_service("tracking", clock=clock, redis_url="off", ledger_address="127.0.0.1:1",
+                                   identity_address="127.0.0.1:1")
+    channel = open_channel(tracking.address)
+    try:
+        stub = tracking_pb2_grpc.TrackingServiceStub(channel)
+        body = json.dumps({"order_id": order(), "partner_id": "ozon", "status": "approved", "amount_kopecks": 5000,
+                           "currency": "RUB", "event_time": clock.now().isoformat()}).encode()
+        request = pb.IngestPostbackRequest(network="direct", http_method="POST", body=body, headers={
+            "x-cashback-signature": sign("dev-direct-secret", int(clock.now().timestamp()), body)})
+        answers = await asyncio.gather(*(stub.IngestPostback(request) for _ in range(20)))
+    finally:
+        await channel.close()
+    outcomes = [a.outcome for a in answers]
+    assert outcomes.count(pb.POSTBACK_OUTCOME_UNATTRIBUTED) == 1
+    assert outcomes.count(pb.POSTBACK_OUTCOME_DUPLICATE) == 19
+    assert len({a.purchase_id for a in answers}) == 1
