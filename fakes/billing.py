@@ -75,6 +75,10 @@ def create_app(state: BillingState | None = None) -> FastAPI:
             state.topups[req.topup_id] = record
             return record
 
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
     @app.post("/v1/topups")
     async def create_topup(req: TopupRequest) -> JSONResponse:
         mode = state.mode

@@ -3,6 +3,7 @@ databases (PostgreSQL or SQLite by backend) and real Redis (or none in embedded 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -72,13 +73,16 @@ def direct_postback(**fields: object) -> tuple[bytes, dict[str, str]]:
 
 
 async def read_code(http: httpx.AsyncClient, to: str) -> str:
-    reply = await http.get("/dev/outbox", params={"to": to})
-    reply.raise_for_status()
-    for message in reply.json()["messages"]:
-        found = re.search(r"\b(\d{6})\b", message["text"])
-        if found:
-            return found.group(1)
-    raise AssertionError(f"no code sent to {to}: {reply.text}")
+    """The newest 6-digit code sent to `to` (delivery is asynchronous: bounded polling)."""
+    for _ in range(100):
+        reply = await http.get("/dev/outbox", params={"to": to})
+        reply.raise_for_status()
+        for message in reply.json()["messages"]:
+            found = re.search(r"\b(\d{6})\b", message["text"])
+            if found:
+                return found.group(1)
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"no code sent to {to}")
 
 
 async def sign_up(http: httpx.AsyncClient, phone: str, referral_code: str | None = None) -> dict:
