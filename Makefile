@@ -54,7 +54,7 @@ lint: gen/.stamp
 	$(VENV)/bin/buf lint
 
 bench: gen/.stamp
-	$(PY) -m scripts.bench
+	$(PY) -m scripts.bench $(BENCH)
 
 clean:
 	rm -rf gen var

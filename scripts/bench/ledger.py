@@ -1,4 +1,4 @@
-"""`make bench`: figures printed beside a baseline measured in the same run (never asserted).
+"""Ledger benchmark (part of `make bench`).
 
 Ledger: accruals written one RPC per transfer (baseline) against CreateTransfers in batches,
 on SQLite and, when it answers, on PostgreSQL (BENCH_POSTGRES_URL, default the local server).
@@ -6,7 +6,6 @@ on SQLite and, when it answers, on PostgreSQL (BENCH_POSTGRES_URL, default the l
 
 from __future__ import annotations
 
-import asyncio
 import os
 import resource
 import tempfile
@@ -81,5 +80,3 @@ async def main() -> None:
     print(f"peak RSS of the benchmark process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
 
 
-if __name__ == "__main__":
-    asyncio.run(main())
