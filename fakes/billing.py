@@ -10,7 +10,13 @@ API (JSON):
 - `POST /control {mode, delay_seconds?}` switches behaviour for the next top-ups (tests and demos):
   `ok` applies; `refuse` refuses; `timeout` sleeps `delay_seconds` (default 5) before applying, longer
   than the client's deadline, so the client never hears the answer; `fail_after_apply` applies and
-  then answers 500. `GET /control` shows the mode.
+  then answers 500; `hang` receives the top-up and holds it, not applied (404 to a status query), until
+  released; `apply_then_hang` applies it, then holds the answer until released. Held requests make their
+  decision even if the client has gone (a crash test kills the client while billing holds its request).
+  `GET /control` shows the mode, the ids of held top-ups and how many top-ups were applied.
+- `POST /control/release {outcome?}` lets every held request go. A request held by `hang` is then
+  `apply`ed (default), `refuse`d, or `drop`ped (forgotten as if it never arrived: the client gets a 503);
+  one held by `apply_then_hang` was already applied and just answers.
 
 State is in memory: a restart forgets everything.
 """
@@ -30,7 +36,8 @@ from fastapi import FastAPI, HTTPException
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-Mode = Literal["ok", "refuse", "timeout", "fail_after_apply"]
+Mode = Literal["ok", "refuse", "timeout", "fail_after_apply", "hang", "apply_then_hang"]
+Outcome = Literal["apply", "refuse", "drop"]
 
 
 class TopupRequest(BaseModel):
@@ -44,6 +51,19 @@ class ControlRequest(BaseModel):
     delay_seconds: float = Field(default=5.0, ge=0)
 
 
+class ReleaseRequest(BaseModel):
+    outcome: Outcome = "apply"
+
+
+@dataclass
+class Held:
+    """A top-up request that billing holds on to until released."""
+
+    topup_id: str
+    released: asyncio.Event = field(default_factory=asyncio.Event)
+    outcome: str = "apply"
+
+
 @dataclass
 class BillingState:
     mode: str = "ok"
@@ -51,7 +71,10 @@ class BillingState:
     topups: dict[str, dict[str, object]] = field(default_factory=dict)
     accounts: dict[str, int] = field(default_factory=dict)
     applied_count: int = 0
+    held: list[Held] = field(default_factory=list)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # Work of held requests runs as tasks of its own, so that a client going away cannot cancel it.
+    tasks: set[asyncio.Task[object]] = field(default_factory=set)
 
 
 def create_app(state: BillingState | None = None) -> FastAPI:
@@ -79,12 +102,32 @@ def create_app(state: BillingState | None = None) -> FastAPI:
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
+    async def _held(req: TopupRequest, mode: str) -> JSONResponse:
+        held = Held(req.topup_id)
+        if mode == "apply_then_hang":
+            record = await _decide(req, "ok")
+        state.held.append(held)
+        try:
+            await held.released.wait()
+        finally:
+            state.held.remove(held)
+        if mode == "hang":
+            if held.outcome == "drop":
+                return JSONResponse({"error": "request lost"}, status_code=503)
+            record = await _decide(req, "refuse" if held.outcome == "refuse" else "ok")
+        return JSONResponse(record)
+
     @app.post("/v1/topups")
     async def create_topup(req: TopupRequest) -> JSONResponse:
         mode = state.mode
         existing = state.topups.get(req.topup_id)
         if existing is not None:
             return JSONResponse(existing)
+        if mode in ("hang", "apply_then_hang"):
+            task = asyncio.create_task(_held(req, mode))
+            state.tasks.add(task)
+            task.add_done_callback(state.tasks.discard)
+            return await asyncio.shield(task)
         if mode == "timeout":
             await asyncio.sleep(state.delay_seconds)
         record = await _decide(req, mode)
@@ -110,7 +153,16 @@ def create_app(state: BillingState | None = None) -> FastAPI:
 
     @app.get("/control")
     async def show_control() -> dict[str, object]:
-        return {"mode": state.mode, "delay_seconds": state.delay_seconds, "applied_count": state.applied_count}
+        return {"mode": state.mode, "delay_seconds": state.delay_seconds, "applied_count": state.applied_count,
+                "held": [h.topup_id for h in state.held]}
+
+    @app.post("/control/release")
+    async def release(req: ReleaseRequest) -> dict[str, object]:
+        released = list(state.held)
+        for held in released:
+            held.outcome = req.outcome
+            held.released.set()
+        return {"released": [h.topup_id for h in released]}
 
     return app
 
