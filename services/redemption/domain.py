@@ -201,6 +201,11 @@ def coverage(nominal_kopecks: int, device_price_kopecks: int) -> Coverage:
     return Coverage(covered, device_price_kopecks - covered, nominal_kopecks - covered)
 
 
+def recorded_coverage(nominal_kopecks: int, device_price_kopecks: int, covered_kopecks: int) -> Coverage:
+    """The answer given when the certificate was applied, from what was recorded then."""
+    return Coverage(covered_kopecks, device_price_kopecks - covered_kopecks, nominal_kopecks - covered_kopecks)
+
+
 # --- USSD ---------------------------------------------------------------------------------------
 
 USSD_UNKNOWN_REQUEST = "Неизвестный запрос. Баланс кешбэка: *100*1#"

@@ -356,6 +356,8 @@ class Redemption:
             return await RedemptionRepository(session).holders(certificate_id)
 
     async def redeem_certificate(self, store_id: str, raw_code: str, sale_id: str, device_price: int) -> Coverage:
+        """Applies a certificate to a device sale, once. The same store asking again with the same
+        code, sale and price (a retry after a lost answer) gets the same answer."""
         code = domain.normalize_code(raw_code)  # a mistyped code is refused before any lookup
         domain.check_sale(store_id, sale_id, device_price)
         try:
@@ -365,6 +367,11 @@ class Redemption:
                 if cert is None or cert.status not in VISIBLE_CERTIFICATE_STATES:
                     raise domain.CertificateNotFound("no certificate with this code")
                 if cert.status == CertificateStatus.REDEEMED:
+                    if (cert.store_id, cert.sale_id, cert.device_price) == (store_id, sale_id, device_price):
+                        # The store asking again about the same sale (a lost answer): the same answer.
+                        assert cert.covered is not None
+                        log.info("certificate %s: store %s repeated sale %s", cert.id, store_id, sale_id)
+                        return domain.recorded_coverage(cert.nominal, device_price, cert.covered)
                     raise domain.CertificateRedeemed("this certificate has already been used")
                 if await repo.certificate_for_sale(store_id, sale_id) is not None:
                     raise domain.SaleAlreadyHasCertificate("this sale already has a certificate applied")

@@ -509,3 +509,21 @@ async def test_credit_is_not_swept_for_other_operators_or_goals(stack):
         user_id=saver.user_id, credit_transfer_id=credit, amount_kopecks=12_000))
     assert swept.payment_id == ""
     assert (await stack.balance(saver.user_id)).posted_kopecks == 12_000
+
+
+async def test_a_store_asking_again_about_the_same_sale_gets_the_same_answer(stack):
+    user = await stack.user(funded=30_000)
+    cert = (await stack.order(user.user_id, 30_000)).certificate
+    sale = pb.RedeemCertificateRequest(store_id="store-1", certificate_code=cert.code, sale_id="S-retry",
+                                       device_price_kopecks=2_000_000)
+    first = await stack.redemption.RedeemCertificate(sale)
+    again = await stack.redemption.RedeemCertificate(sale)
+    assert again == first
+    assert (first.covered_kopecks, first.to_pay_kopecks, first.forfeited_kopecks) == (30_000, 1_970_000, 0)
+    for changed in ({"device_price_kopecks": 2_100_000}, {"store_id": "store-2"}, {"sale_id": "S-other"}):
+        other = pb.RedeemCertificateRequest()
+        other.CopyFrom(sale)
+        for name, value in changed.items():
+            setattr(other, name, value)
+        code, reason = await rpc_error(stack.redemption.RedeemCertificate(other))
+        assert (code, reason) == (grpc.StatusCode.FAILED_PRECONDITION, "CERTIFICATE_REDEEMED"), changed
