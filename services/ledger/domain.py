@@ -14,6 +14,10 @@ from services.common.errors import AlreadyExists, FailedPrecondition, InvalidArg
 MAX_TRANSFER_ID_LENGTH = 128
 MAX_BATCH_SIZE = 8000
 MAX_AMOUNT_KOPECKS = 10**13  # 100 billion roubles: far above any real transfer, far below int64
+MAX_COUNTER_KOPECKS = 2**63 - 1  # an account's counters are int64 columns
+MAX_TIMEOUT_SECONDS = 2**32 - 1  # TigerBeetle's u32 timeout: about 136 years
+MAX_REFERENCE_LENGTH = 200
+MAX_USER_ID_LENGTH = 64
 
 
 class SystemAccount(enum.StrEnum):
@@ -98,6 +102,10 @@ class TransferExistsWithDifferentFields(AlreadyExists):
     reason = "TRANSFER_EXISTS_WITH_DIFFERENT_FIELDS"
 
 
+class CounterOverflow(FailedPrecondition):
+    reason = "ACCOUNT_COUNTER_OVERFLOW"
+
+
 class TransferNotFound(NotFound):
     reason = "TRANSFER_NOT_FOUND"
 
@@ -127,29 +135,30 @@ def validate(spec: TransferSpec) -> None:
     for side in (spec.debit, spec.credit):
         if (side.user_id is None) == (side.system is None):
             raise TransferInvalid("each side names a user or a system account", reason="ACCOUNT_INVALID")
-        if side.user_id is not None and not side.user_id.strip():
-            raise TransferInvalid("user_id must not be blank", reason="ACCOUNT_INVALID")
+        if side.user_id is not None and (not side.user_id.strip() or len(side.user_id) > MAX_USER_ID_LENGTH):
+            raise TransferInvalid(f"user_id must have 1 to {MAX_USER_ID_LENGTH} characters and not be blank",
+                                  reason="ACCOUNT_INVALID")
     if spec.debit == spec.credit:
         raise TransferInvalid("debit and credit accounts must differ", reason="ACCOUNTS_MUST_DIFFER")
-    if spec.pending and spec.timeout_seconds <= 0:
-        raise TransferInvalid("a pending transfer needs a positive timeout", reason="TIMEOUT_INVALID")
-    flow = ALLOWED_FLOWS.get(spec.kind)
-    if flow is None:
+    if spec.pending and not 0 < spec.timeout_seconds <= MAX_TIMEOUT_SECONDS:
+        raise TransferInvalid(f"a pending transfer needs a timeout of 1 to {MAX_TIMEOUT_SECONDS} seconds",
+                              reason="TIMEOUT_INVALID")
+    if len(spec.reference) > MAX_REFERENCE_LENGTH:
+        raise TransferInvalid(f"reference must have at most {MAX_REFERENCE_LENGTH} characters",
+                              reason="REFERENCE_INVALID")
+    if spec.kind not in ALLOWED_FLOWS:
         raise KindNotAllowed("transfer kind is required")
-    debit_system, credit_system = flow
-    ok = (
-        (spec.debit.system == debit_system if debit_system else spec.debit.is_user)
-        and (spec.credit.system == credit_system if credit_system else spec.credit.is_user)
-    )
-    if not ok:
+    if not is_allowed_flow(spec.kind, spec.debit.key, spec.credit.key):
         raise KindNotAllowed(f"a {spec.kind} transfer cannot go from {spec.debit.key} to {spec.credit.key}")
 
 
 def differing_field(existing: TransferSpec, new: TransferSpec) -> str | None:
-    """The first field in which a replayed transfer differs from the stored one."""
-    for name in ("debit", "credit", "amount_kopecks", "kind", "reference", "pending"):
+    """The first field (named as in the API) in which a replayed transfer differs from the stored one."""
+    for name, api_name in (("debit", "debit_account"), ("credit", "credit_account"),
+                           ("amount_kopecks", "amount_kopecks"), ("kind", "kind"), ("reference", "reference"),
+                           ("pending", "pending")):
         if getattr(existing, name) != getattr(new, name):
-            return name
+            return api_name
     if new.pending and existing.timeout_seconds != new.timeout_seconds:
         return "timeout_seconds"
     return None
@@ -179,6 +188,21 @@ def check_can_debit(balances: Balances, amount: int, *, is_user: bool) -> None:
             f"not enough points: available {balances.available} kopecks, needed {amount}",
             available_kopecks=str(balances.available), needed_kopecks=str(amount),
         )
+
+
+def check_no_overflow(*counters: int) -> None:
+    """TigerBeetle's overflows_*: a counter after the transfer must still fit its column."""
+    if any(c > MAX_COUNTER_KOPECKS for c in counters):
+        raise CounterOverflow("the transfer would overflow an account's counters")
+
+
+def is_allowed_flow(kind: str, debit_key: str, credit_key: str) -> bool:
+    """Whether a stored transfer (account keys "user:<id>" / "system:<NAME>") has an allowed shape."""
+    if kind not in Kind.__members__:
+        return False
+    debit_system, credit_system = ALLOWED_FLOWS[Kind(kind)]
+    return ((debit_key == f"system:{debit_system}" if debit_system else debit_key.startswith("user:"))
+            and (credit_key == f"system:{credit_system}" if credit_system else credit_key.startswith("user:")))
 
 
 def is_past_timeout(timeout_at: datetime | None, now: datetime) -> bool:

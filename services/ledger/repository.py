@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import func, insert, or_, select, tuple_
+from sqlalchemy import and_, case, func, insert, literal, or_, select, tuple_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -38,18 +39,21 @@ class LedgerRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
-    async def lock_accounts(self, refs: Iterable[AccountRef], now: datetime) -> dict[str, Account]:
-        """Creates missing accounts, then locks all of them in key order."""
+    async def lock_accounts(self, refs: Iterable[AccountRef], now: datetime, *,
+                            create: bool = True) -> dict[str, Account]:
+        """Creates missing accounts (unless `create` is false: they are known to exist), then locks
+        all of them in key order."""
         by_key = {ref.key: ref for ref in refs}
         keys = sorted(by_key)
-        values = [
-            {"id": key, "user_id": by_key[key].user_id, "debits_posted": 0, "credits_posted": 0,
-             "debits_pending": 0, "credits_pending": 0, "created_at": now}
-            for key in keys
-        ]
-        dialect = self.session.bind.dialect.name
-        stmt = (pg_insert if dialect == "postgresql" else sqlite_insert)(Account).values(values)
-        await self.session.execute(stmt.on_conflict_do_nothing())
+        if create:
+            values = [
+                {"id": key, "user_id": by_key[key].user_id, "debits_posted": 0, "credits_posted": 0,
+                 "debits_pending": 0, "credits_pending": 0, "created_at": now}
+                for key in keys
+            ]
+            dialect = self.session.bind.dialect.name
+            stmt = (pg_insert if dialect == "postgresql" else sqlite_insert)(Account).values(values)
+            await self.session.execute(stmt.on_conflict_do_nothing())
         rows = (await self.session.scalars(
             select(Account).where(Account.id.in_(keys)).order_by(Account.id).with_for_update()
         )).all()
@@ -71,14 +75,30 @@ class LedgerRepository:
     async def account(self, key: str) -> Account | None:
         return await self.session.get(Account, key)
 
-    async def due_pending(self, now: datetime, limit: int) -> list[Transfer]:
-        return list((await self.session.scalars(
-            select(Transfer)
+    async def due_pending(self, now: datetime, limit: int) -> list[tuple[str, str, str]]:
+        """(id, debit account, credit account) of holds past their timeout, without locking them."""
+        rows = await self.session.execute(
+            select(Transfer.id, Transfer.debit_account_id, Transfer.credit_account_id)
             .where(Transfer.state == "PENDING", Transfer.timeout_at <= now)
             .order_by(Transfer.timeout_at)
             .limit(limit)
-            .with_for_update(skip_locked=True)
+        )
+        return [(tid, debit, credit) for tid, debit, credit in rows]
+
+    async def still_due(self, ids: list[str], now: datetime) -> list[Transfer]:
+        """Those of `ids` still pending and past their timeout, locked (after their accounts)."""
+        return list((await self.session.scalars(
+            select(Transfer)
+            .where(Transfer.id.in_(ids), Transfer.state == "PENDING", Transfer.timeout_at <= now)
+            .order_by(Transfer.id)
+            .with_for_update()
         )).all())
+
+    async def use_snapshot(self) -> None:
+        """Makes the current transaction read one snapshot (PostgreSQL: REPEATABLE READ). Must come
+        before the first statement of the transaction. SQLite's write transactions are serialised."""
+        if self.session.bind.dialect.name == "postgresql":
+            await self.session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
 
     async def statement(self, account_key: str, limit: int,
                         before: tuple[datetime, str] | None) -> list[Transfer]:
@@ -92,6 +112,28 @@ class LedgerRepository:
 
     async def all_accounts(self) -> list[Account]:
         return list((await self.session.scalars(select(Account))).all())
+
+    async def malformed_transfers(self, limit: int = 100) -> list[str]:
+        """Ids of transfers that no use case could have written."""
+        return list((await self.session.scalars(
+            select(Transfer.id).where(or_(
+                Transfer.amount <= 0,
+                Transfer.debit_account_id == Transfer.credit_account_id,
+                Transfer.state.not_in(["POSTED", "PENDING", "VOIDED", "EXPIRED"]),
+                and_(Transfer.pending.is_(False), Transfer.state != "POSTED"),
+                and_(Transfer.pending.is_(True), Transfer.timeout_at.is_(None)),
+            )).order_by(Transfer.id).limit(limit)
+        )).all())
+
+    async def transfer_shapes(self) -> list[tuple[str, str, str, int]]:
+        """(kind, debit, credit, count) with every user account folded into "user:"."""
+        def shape(column: Any) -> Any:
+            return case((column.like("user:%"), literal("user:")), else_=column)
+
+        debit, credit = shape(Transfer.debit_account_id), shape(Transfer.credit_account_id)
+        rows = await self.session.execute(
+            select(Transfer.kind, debit, credit, func.count()).group_by(Transfer.kind, debit, credit))
+        return [(kind, d, c, int(n)) for kind, d, c, n in rows]
 
     async def sums_by_account(self) -> tuple[int, dict[str, dict[str, int]]]:
         """Per account, what its counters must be according to the transfers."""

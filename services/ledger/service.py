@@ -4,8 +4,12 @@ Concurrency: every use case that changes balances locks the accounts it touches 
 `SELECT ... FOR UPDATE` in key order (on SQLite the whole write transaction is serialised by
 `BEGIN IMMEDIATE`). Row locks, rather than SERIALIZABLE with retries, because contention is
 per account and short, and a lock queue gives the "exactly one of 50 concurrent holds wins"
-answer without a retry storm. Two creators of the same new transfer id both pass the lock and
-race on the primary key: the loser retries once and then sees the winner's row as a replay.
+answer without a retry storm. Lock order is always accounts (in key order) first, then the
+transfer rows, in every use case and in the expiry job, so no two of them can deadlock.
+Two creators of the same new transfer id: with the same accounts the second waits on the account
+locks and then sees the first's row as a replay; with other accounts both insert and race on the
+primary key, and the loser retries once and then sees the winner's row (replay or conflict).
+A replay of an existing id is answered before any lock is taken and changes nothing.
 """
 
 from __future__ import annotations
@@ -53,6 +57,9 @@ class AuditReport:
 def _apply_new(accounts: dict[str, Account], spec: TransferSpec, now: datetime) -> dict[str, object]:
     debit, credit = accounts[spec.debit.key], accounts[spec.credit.key]
     domain.check_can_debit(balances_of(debit), spec.amount_kopecks, is_user=spec.debit.is_user)
+    amount = spec.amount_kopecks
+    domain.check_no_overflow(debit.debits_posted + debit.debits_pending + amount,
+                             credit.credits_posted + credit.credits_pending + amount)
     if spec.pending:
         debit.debits_pending += spec.amount_kopecks
         credit.credits_pending += spec.amount_kopecks
@@ -87,6 +94,10 @@ class Ledger:
 
     async def create_transfer(self, spec: TransferSpec) -> Created:
         domain.validate(spec)
+        async with self._db.sessions() as session:  # a replay takes no lock and creates no account
+            existing = await LedgerRepository(session).get_transfer(spec.transfer_id)
+        if existing is not None:
+            return Created(self._check_replay(existing, spec), True)
         for attempt in range(2):
             try:
                 async with self._db.transaction() as session:
@@ -151,9 +162,10 @@ class Ledger:
                         stored = (spec_of(existing[spec.transfer_id]) if spec.transfer_id in existing
                                   else seen[spec.transfer_id])
                         differing = domain.differing_field(stored, spec)
-                        if differing is not None:
+                        if differing is not None:  # a batch result has only a reason: it names the field
                             raise domain.TransferExistsWithDifferentFields(
-                                f"transfer {spec.transfer_id} exists with a different {differing}")
+                                f"transfer {spec.transfer_id} exists with a different {differing}",
+                                reason=f"TRANSFER_EXISTS_WITH_DIFFERENT_{differing.upper()}")
                         outcomes.append((spec.transfer_id, "ALREADY_EXISTED", ""))
                         continue
                     new_rows.append(_apply_new(accounts, spec, now))
@@ -179,7 +191,9 @@ class Ledger:
         return await self._resolve_pending(transfer_id, State.VOIDED)
 
     async def _resolve_pending(self, transfer_id: str, to: State) -> Transfer:
-        expired = False
+        """Posts or voids a hold. Like TigerBeetle, a hold past its timeout can no longer be posted,
+        even when the expiry job has not reached it yet: it expires here and then. Voiding an expired
+        hold answers it as it is (the hold is released either way), as the API promises."""
         async with self._db.transaction() as session:
             repo = LedgerRepository(session)
             now = self._clock.now()
@@ -187,38 +201,37 @@ class Ledger:
             if row is None:
                 raise domain.TransferNotFound(f"no transfer {transfer_id}")
             accounts = await repo.lock_accounts(
-                [_ref(row.debit_account_id), _ref(row.credit_account_id)], now)
+                [_ref(row.debit_account_id), _ref(row.credit_account_id)], now, create=False)
             row = await repo.get_transfer(transfer_id, lock=True)
             assert row is not None
-            if row.state == to.value:
-                return row  # idempotent replay
-            if row.state != State.PENDING.value:
-                raise _cannot_resolve(row, to)
-            if domain.is_past_timeout(row.timeout_at, now):
+            if row.state == State.PENDING.value and domain.is_past_timeout(row.timeout_at, now):
                 _resolve(accounts, row, State.EXPIRED, now)
-                expired = True
-            else:
+                log.info("pending transfer %s expired", transfer_id)
+            elif row.state == State.PENDING.value:
                 _resolve(accounts, row, to, now)
-        if expired:
-            if to is State.VOIDED:
+                log.info("pending transfer %s %s", transfer_id, to.value.lower())
                 return row
-            raise domain.TransferExpired(f"pending transfer {transfer_id} expired")
-        log.info("pending transfer %s %s", transfer_id, to.value.lower())
-        return row
+        if row.state == to.value or (to is State.VOIDED and row.state == State.EXPIRED.value):
+            return row  # idempotent replay, or a void of a hold that is already released
+        raise _cannot_resolve(row, to)
 
     async def expire_due(self, limit: int = 500) -> int:
-        """Releases holds past their timeout. Safe with replicas (SKIP LOCKED)."""
+        """Releases holds past their timeout. Safe with replicas: accounts are locked first (as in
+        every use case), then the due holds are re-read under lock, so a hold resolved meanwhile
+        (by a post, a void or another replica) is skipped."""
         async with self._db.transaction() as session:
             repo = LedgerRepository(session)
             now = self._clock.now()
-            due = await repo.due_pending(now, limit)
-            if not due:
+            candidates = await repo.due_pending(now, limit)
+            if not candidates:
                 return 0
-            refs = {_ref(k) for row in due for k in (row.debit_account_id, row.credit_account_id)}
-            accounts = await repo.lock_accounts(refs, now)
+            refs = {_ref(key) for _, debit, credit in candidates for key in (debit, credit)}
+            accounts = await repo.lock_accounts(refs, now, create=False)
+            due = await repo.still_due([tid for tid, _, _ in candidates], now)
             for row in due:
                 _resolve(accounts, row, State.EXPIRED, now)
-        log.info("expired %d pending transfers", len(due))
+        if due:
+            log.info("expired %d pending transfers", len(due))
         return len(due)
 
     async def get_transfer(self, transfer_id: str) -> Transfer:
@@ -246,24 +259,40 @@ class Ledger:
         return rows[:limit], next_token
 
     async def audit(self) -> AuditReport:
-        async with self._db.transaction() as session:  # one snapshot (serialised on SQLite)
+        """Checks, over one consistent snapshot: every account's four counters equal the sums of its
+        transfers by state; the posted balances sum to zero (so do the pending ones); no user
+        account is overdrawn; every transfer is well formed (positive amount, two different
+        accounts, a known state that fits its pending flag, a timeout when pending) and has one of
+        the allowed shapes (points reach users only from funding accounts and leave only to
+        redemption accounts)."""
+        async with self._db.transaction() as session:
             repo = LedgerRepository(session)
+            await repo.use_snapshot()  # REPEATABLE READ on PostgreSQL; SQLite's BEGIN IMMEDIATE serialises
             accounts = await repo.all_accounts()
             transfers, sums = await repo.sums_by_account()
+            malformed = await repo.malformed_transfers()
+            shapes = await repo.transfer_shapes()
         violations = []
-        posted_sum = 0
+        posted_sum = pending_sum = 0
         for account in accounts:
             balances = balances_of(account)
             posted_sum += balances.posted
-            expected = sums.get(account.id, {})
+            pending_sum += account.credits_pending - account.debits_pending
+            expected = sums.pop(account.id, {})
             for counter in ("debits_posted", "credits_posted", "debits_pending", "credits_pending"):
                 stored, computed = getattr(account, counter), expected.get(counter, 0)
                 if stored != computed:
                     violations.append(f"{account.id}: {counter} is {stored}, transfers say {computed}")
             if account.user_id is not None and balances.available < 0:
                 violations.append(f"{account.id}: overdrawn (available {balances.available})")
+        violations.extend(f"{key}: transfers name an account that does not exist" for key in sums)
         if posted_sum != 0:
             violations.append(f"posted balances sum to {posted_sum}, not zero")
+        if pending_sum != 0:
+            violations.append(f"pending balances sum to {pending_sum}, not zero")
+        violations.extend(f"transfer {tid} is malformed" for tid in malformed)
+        violations.extend(f"{n} {kind} transfers go from {debit} to {credit}, which is not allowed"
+                          for kind, debit, credit, n in shapes if not domain.is_allowed_flow(kind, debit, credit))
         return AuditReport(not violations, len(accounts), transfers, posted_sum, violations)
 
 
