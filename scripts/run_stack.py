@@ -8,9 +8,9 @@ import os
 import signal
 import sys
 
-from scripts.stack import Stack, processes
-from services.common.config import database_url
-from services.common.migrate import SERVICES, upgrade
+from scripts.stack import DEFAULT_STACK_PORTS, Stack, processes
+from services.common.config import database_url, env_int
+from services.common.migrate import SERVICES, upgrade_async
 
 
 def _banner(stack: Stack) -> str:
@@ -18,7 +18,8 @@ def _banner(stack: Stack) -> str:
     for proc in stack.procs:
         scheme = "http" if proc.kind == "http" else "grpc"
         lines.append(f"  {proc.name:<11} {scheme}://127.0.0.1:{proc.port}")
-    lines += ["  API docs    http://127.0.0.1:8080/docs", "  dev outbox  http://127.0.0.1:8080/dev/outbox?to=<phone>",
+    gw = next(p.port for p in stack.procs if p.name == "gateway")
+    lines += [f"  API docs    http://127.0.0.1:{gw}/docs", f"  dev outbox  http://127.0.0.1:{gw}/dev/outbox?to=<phone>",
               "Ctrl-C stops everything.", ""]
     return "\n".join(lines)
 
@@ -26,9 +27,10 @@ def _banner(stack: Stack) -> str:
 async def main() -> int:
     os.environ.setdefault("CASHBACK_ENV", "dev")
     for service in SERVICES:  # migrate first, so that a migration error is plain to see
-        upgrade(service, database_url(service))
-    delay = int(os.environ.get("TRACKING_ACCRUAL_DELAY_SECONDS", "0"))
-    stack = Stack(processes(accrual_delay_seconds=delay))
+        await upgrade_async(service, database_url(service))
+    delay = env_int("TRACKING_ACCRUAL_DELAY_SECONDS", 0)
+    ports = {name: env_int(f"{name.upper()}_PORT", port) for name, port in DEFAULT_STACK_PORTS.items()}
+    stack = Stack(processes(ports, accrual_delay_seconds=delay))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -32,12 +32,15 @@ class Process:
     env: Mapping[str, str] = field(default_factory=dict)
 
 
+DEFAULT_STACK_PORTS = {"identity": 50051, "tracking": 50052, "ledger": 50053, "redemption": 50054,
+                       "gateway": 8080, "billing": 8090}
+
+
 def processes(ports: Mapping[str, int] | None = None, *, databases: Mapping[str, str] | None = None,
               redis_url: str | None = None, accrual_delay_seconds: int = 0) -> list[Process]:
     """The stack. `ports` and `databases` override the defaults (tests use free ports and fresh
     databases); without `databases` each service uses its SQLite file under var/."""
-    p = {"identity": 50051, "tracking": 50052, "ledger": 50053, "redemption": 50054, "gateway": 8080,
-         "billing": 8090, **(ports or {})}
+    p = {**DEFAULT_STACK_PORTS, **(ports or {})}
     addr = {name: f"127.0.0.1:{p[name]}" for name in ("identity", "tracking", "ledger", "redemption")}
 
     def db(service: str) -> dict[str, str]:
