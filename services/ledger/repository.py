@@ -56,13 +56,14 @@ class LedgerRepository:
             await self.session.execute(stmt.on_conflict_do_nothing())
         rows = (await self.session.scalars(
             select(Account).where(Account.id.in_(keys)).order_by(Account.id).with_for_update()
+            .execution_options(populate_existing=True)  # a locked read must not answer stale objects
         )).all()
         return {row.id: row for row in rows}
 
     async def transfers_by_id(self, ids: Iterable[str], *, lock: bool = False) -> dict[str, Transfer]:
         stmt = select(Transfer).where(Transfer.id.in_(list(ids)))
-        if lock:
-            stmt = stmt.with_for_update()
+        if lock:  # refresh objects this session read before taking the lock
+            stmt = stmt.with_for_update().execution_options(populate_existing=True)
         return {row.id: row for row in (await self.session.scalars(stmt)).all()}
 
     async def get_transfer(self, transfer_id: str, *, lock: bool = False) -> Transfer | None:
@@ -92,6 +93,7 @@ class LedgerRepository:
             .where(Transfer.id.in_(ids), Transfer.state == "PENDING", Transfer.timeout_at <= now)
             .order_by(Transfer.id)
             .with_for_update()
+            .execution_options(populate_existing=True)
         )).all())
 
     async def use_snapshot(self) -> None:

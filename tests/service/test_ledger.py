@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import timedelta
 
 import grpc
 import pytest
 from cashback.ledger.v1 import ledger_pb2, ledger_pb2_grpc
 
+from services.common.clock import FrozenClock
+from services.common.db import Database
 from services.common.grpc_client import error_info, open_channel
+from services.ledger.service import Ledger
 
 FUNDING = ledger_pb2.AccountRef(system=ledger_pb2.SYSTEM_ACCOUNT_CASHBACK_FUNDING)
 PAYMENTS = ledger_pb2.AccountRef(system=ledger_pb2.SYSTEM_ACCOUNT_MOBILE_PAYMENTS)
@@ -142,3 +146,166 @@ async def test_statement_is_newest_first_and_paginated(ledger):
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await ledger.ListStatement(ledger_pb2.ListStatementRequest(user_id=uid, page_token="garbage!"))
     assert error_info(caught.value).reason == "PAGE_TOKEN_INVALID"
+
+
+@pytest.fixture
+async def clocked(start_service):
+    """A ledger on a frozen clock whose own expiry job never wakes up again (interval: an hour), and a
+    second `Ledger` on the same database (a replica) whose expiry path the test calls by hand."""
+    clock = FrozenClock()
+    service = await start_service("ledger", clock=clock, expiry_interval_seconds=3600)
+    channel = open_channel(service.address)
+    db = Database(service.settings.database_url)
+    yield ledger_pb2_grpc.LedgerServiceStub(channel), clock, Ledger(db, clock)
+    await channel.close()
+    await db.dispose()
+
+
+async def test_a_hold_past_its_timeout_cannot_be_posted_even_before_the_expiry_job(clocked):
+    stub, clock, _ = clocked
+    uid = str(uuid.uuid4())
+    await stub.CreateTransfer(ledger_pb2.CreateTransferRequest(transfer=accrual(uid, 1000)))
+    await stub.CreateTransfer(ledger_pb2.CreateTransferRequest(transfer=payment(uid, 700, pending=True, tid="h:1")))
+    clock.advance(timedelta(seconds=60))  # the timeout is 60 s: due now
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.PostPendingTransfer(ledger_pb2.PostPendingTransferRequest(transfer_id="h:1"))
+    assert error_info(caught.value).reason == "TRANSFER_EXPIRED"
+    b = await balance(stub, uid)
+    assert (b.posted_kopecks, b.pending_debits_kopecks, b.available_kopecks) == (1000, 0, 1000)
+    voided = await stub.VoidPendingTransfer(ledger_pb2.VoidPendingTransferRequest(transfer_id="h:1"))
+    assert voided.transfer.state == ledger_pb2.TRANSFER_STATE_EXPIRED
+    assert (await stub.AuditLedger(ledger_pb2.AuditLedgerRequest())).ok
+
+
+async def test_the_expiry_job_releases_due_holds_only(clocked):
+    stub, clock, replica = clocked
+    uid = str(uuid.uuid4())
+    await stub.CreateTransfer(ledger_pb2.CreateTransferRequest(transfer=accrual(uid, 1000)))
+    short = payment(uid, 300, pending=True, tid="h:short")
+    long = payment(uid, 400, pending=True, tid="h:long")
+    long.timeout_seconds = 120
+    for t in (short, long):
+        await stub.CreateTransfer(ledger_pb2.CreateTransferRequest(transfer=t))
+    clock.advance(timedelta(seconds=59))
+    assert await replica.expire_due() == 0
+    clock.advance(timedelta(seconds=1))
+    assert await replica.expire_due() == 1
+    assert await replica.expire_due() == 0
+    b = await balance(stub, uid)
+    assert (b.posted_kopecks, b.pending_debits_kopecks, b.available_kopecks) == (1000, 400, 600)
+    got = await stub.GetTransfer(ledger_pb2.GetTransferRequest(transfer_id="h:short"))
+    assert got.transfer.state == ledger_pb2.TRANSFER_STATE_EXPIRED and got.transfer.HasField("resolve_time")
+    # A void after the job answers the expired hold; a post is refused; a replay changes nothing.
+    voided = await stub.VoidPendingTransfer(ledger_pb2.VoidPendingTransferRequest(transfer_id="h:short"))
+    assert voided.transfer.state == ledger_pb2.TRANSFER_STATE_EXPIRED
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.PostPendingTransfer(ledger_pb2.PostPendingTransferRequest(transfer_id="h:short"))
+    assert error_info(caught.value).reason == "TRANSFER_EXPIRED"
+    again = await stub.CreateTransfer(ledger_pb2.CreateTransferRequest(transfer=short))
+    assert again.already_existed and again.transfer.state == ledger_pb2.TRANSFER_STATE_EXPIRED
+    assert (await balance(stub, uid)).available_kopecks == 600
+    assert (await stub.AuditLedger(ledger_pb2.AuditLedgerRequest())).ok
+
+
+async def test_expiry_and_posts_racing_on_many_holds_keep_the_ledger_whole(clocked):
+    """The expiry path of two replicas and posts/voids of the same holds, all at once: each hold
+    ends in exactly one state, and no deadlock (one lock order everywhere)."""
+    stub, clock, replica = clocked
+    uid = str(uuid.uuid4())
+    await stub.CreateTransfer(ledger_pb2.CreateTransferRequest(transfer=accrual(uid, 100_000)))
+    ids = [f"h:race:{i}" for i in range(30)]
+    for tid in ids:
+        await stub.CreateTransfer(ledger_pb2.CreateTransferRequest(transfer=payment(uid, 1000, pending=True, tid=tid)))
+    clock.advance(timedelta(seconds=60))
+    calls = [replica.expire_due(limit=7), replica.expire_due(limit=11)]
+    calls += [stub.PostPendingTransfer(ledger_pb2.PostPendingTransferRequest(transfer_id=t)) for t in ids[::2]]
+    calls += [stub.VoidPendingTransfer(ledger_pb2.VoidPendingTransferRequest(transfer_id=t)) for t in ids[1::2]]
+    outcomes = await asyncio.gather(*calls, return_exceptions=True)
+    for o in outcomes:
+        if isinstance(o, grpc.aio.AioRpcError):
+            assert error_info(o).reason == "TRANSFER_EXPIRED"
+        else:
+            assert not isinstance(o, BaseException), o
+    while await replica.expire_due():
+        pass
+    b = await balance(stub, uid)
+    assert (b.posted_kopecks, b.pending_debits_kopecks, b.available_kopecks) == (100_000, 0, 100_000)
+    assert (await stub.AuditLedger(ledger_pb2.AuditLedgerRequest())).ok
+
+
+async def test_a_replay_with_other_fields_creates_no_account_and_changes_nothing(ledger):
+    uid, other = str(uuid.uuid4()), str(uuid.uuid4())
+    await ledger.CreateTransfer(ledger_pb2.CreateTransferRequest(transfer=accrual(uid, 100, "cashback:r1")))
+    before = await ledger.AuditLedger(ledger_pb2.AuditLedgerRequest())
+    for changed, field in ((accrual(other, 100, "cashback:r1"), "credit_account"),
+                           (payment(uid, 100, tid="cashback:r1"), "debit_account")):
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await ledger.CreateTransfer(ledger_pb2.CreateTransferRequest(transfer=changed))
+        assert error_info(caught.value).metadata["field"] == field
+    after = await ledger.AuditLedger(ledger_pb2.AuditLedgerRequest())
+    assert (after.accounts_checked, after.transfers_checked) == (before.accounts_checked, before.transfers_checked)
+
+
+async def test_concurrent_creators_of_one_id_create_it_once(ledger):
+    uid, other = str(uuid.uuid4()), str(uuid.uuid4())
+    same = [ledger.CreateTransfer(ledger_pb2.CreateTransferRequest(transfer=accrual(uid, 100, "cashback:c1")))
+            for _ in range(10)]
+    replies = await asyncio.gather(*same)
+    assert sorted(r.already_existed for r in replies) == [False] + [True] * 9
+    # Other accounts for the same id: they race on the primary key, not on account locks.
+    mixed = [ledger.CreateTransfer(ledger_pb2.CreateTransferRequest(
+        transfer=accrual(uid if i % 2 else other, 100, "cashback:c2"))) for i in range(10)]
+    outcomes = await asyncio.gather(*mixed, return_exceptions=True)
+    created = [o for o in outcomes if not isinstance(o, Exception) and not o.already_existed]
+    assert len(created) == 1
+    for o in outcomes:
+        if isinstance(o, Exception):
+            assert error_info(o).reason == "TRANSFER_EXISTS_WITH_DIFFERENT_FIELDS"
+    b1, b2 = await balance(ledger, uid), await balance(ledger, other)
+    assert b1.posted_kopecks + b2.posted_kopecks == 200
+    assert (await ledger.AuditLedger(ledger_pb2.AuditLedgerRequest())).ok
+
+
+@pytest.mark.parametrize(("change", "reason"), [
+    ({"timeout_seconds": 2**32}, "TIMEOUT_INVALID"),
+    ({"timeout_seconds": -5}, "TIMEOUT_INVALID"),
+    ({"reference": "r" * 201}, "REFERENCE_INVALID"),
+    ({"amount_kopecks": 0}, "AMOUNT_INVALID"),
+    ({"debit_account": ledger_pb2.AccountRef(user_id="u" * 65)}, "ACCOUNT_INVALID"),
+])
+async def test_out_of_range_fields_are_invalid_arguments(ledger, change, reason):
+    uid = str(uuid.uuid4())
+    await ledger.CreateTransfer(ledger_pb2.CreateTransferRequest(transfer=accrual(uid, 500)))
+    t = payment(uid, 100, pending=True)
+    for name, value in change.items():
+        if isinstance(value, ledger_pb2.AccountRef):
+            getattr(t, name).CopyFrom(value)
+        else:
+            setattr(t, name, value)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await ledger.CreateTransfer(ledger_pb2.CreateTransferRequest(transfer=t))
+    assert error_info(caught.value).code == grpc.StatusCode.INVALID_ARGUMENT
+    assert error_info(caught.value).reason == reason
+
+
+async def test_a_batch_replayed_with_one_field_changed_applies_nothing_and_names_the_field(ledger):
+    uid = str(uuid.uuid4())
+    batch = [accrual(uid, 100, f"cashback:bf{i}-{uid}") for i in range(3)]
+    assert (await ledger.CreateTransfers(ledger_pb2.CreateTransfersRequest(transfers=batch))).applied
+    changed = [accrual(uid, 100, f"cashback:bf{i}-{uid}") for i in range(3)] + [accrual(uid, 50)]
+    changed[1].amount_kopecks = 101
+    reply = await ledger.CreateTransfers(ledger_pb2.CreateTransfersRequest(transfers=changed))
+    assert not reply.applied
+    assert [(r.status, r.reason) for r in reply.results] == [
+        (ledger_pb2.TRANSFER_RESULT_STATUS_NOT_APPLIED, ""),
+        (ledger_pb2.TRANSFER_RESULT_STATUS_FAILED, "TRANSFER_EXISTS_WITH_DIFFERENT_AMOUNT_KOPECKS"),
+        (ledger_pb2.TRANSFER_RESULT_STATUS_NOT_APPLIED, ""),
+        (ledger_pb2.TRANSFER_RESULT_STATUS_NOT_APPLIED, ""),
+    ]
+    assert (await balance(ledger, uid)).posted_kopecks == 300
+    # Within one batch: the same id twice with identical fields is one transfer.
+    twice = [accrual(uid, 70, f"cashback:tw-{uid}"), accrual(uid, 70, f"cashback:tw-{uid}")]
+    reply = await ledger.CreateTransfers(ledger_pb2.CreateTransfersRequest(transfers=twice))
+    assert [r.status for r in reply.results] == [ledger_pb2.TRANSFER_RESULT_STATUS_CREATED,
+                                                 ledger_pb2.TRANSFER_RESULT_STATUS_ALREADY_EXISTED]
+    assert (await balance(ledger, uid)).posted_kopecks == 370
