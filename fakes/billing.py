@@ -14,9 +14,9 @@ API (JSON):
   released; `apply_then_hang` applies it, then holds the answer until released. Held requests make their
   decision even if the client has gone (a crash test kills the client while billing holds its request).
   `GET /control` shows the mode, the ids of held top-ups and how many top-ups were applied.
-- `POST /control/release {outcome?}` lets every held request go. A request held by `hang` is then
-  `apply`ed (default), `refuse`d, or `drop`ped (forgotten as if it never arrived: the client gets a 503);
-  one held by `apply_then_hang` was already applied and just answers.
+- `POST /control/release {outcome?, topup_ids?}` lets the held requests (all, or those listed) go. A
+  request held by `hang` is then `apply`ed (default), `refuse`d, or `drop`ped (forgotten as if it never
+  arrived: the client gets a 503); one held by `apply_then_hang` was already applied and just answers.
 
 State is in memory: a restart forgets everything.
 """
@@ -53,6 +53,8 @@ class ControlRequest(BaseModel):
 
 class ReleaseRequest(BaseModel):
     outcome: Outcome = "apply"
+    # Only these top-ups (default: every held one).
+    topup_ids: list[str] | None = None
 
 
 @dataclass
@@ -158,7 +160,7 @@ def create_app(state: BillingState | None = None) -> FastAPI:
 
     @app.post("/control/release")
     async def release(req: ReleaseRequest) -> dict[str, object]:
-        released = list(state.held)
+        released = [h for h in state.held if req.topup_ids is None or h.topup_id in req.topup_ids]
         for held in released:
             held.outcome = req.outcome
             held.released.set()
