@@ -217,6 +217,15 @@ def normalize_ussd_request(request: str) -> str:
     return request.strip().replace(" ", "")
 
 
+def ussd_phone(msisdn: str) -> str:
+    """USSD gateways send the MSISDN as digits: 79161234567 (international, no plus) or, from some
+    gateways, 89161234567 (national). Identity normalises the rest."""
+    text = msisdn.strip()
+    if text.isdigit() and len(text) == 11 and text.startswith("7"):
+        return f"+{text}"
+    return text
+
+
 def format_points(kopecks: int) -> str:
     """150,00 — Russian style: comma for decimals, spaces between thousands."""
     sign = "-" if kopecks < 0 else ""

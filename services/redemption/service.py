@@ -391,10 +391,8 @@ class Redemption:
     async def answer_ussd(self, msisdn: str, request: str) -> str:
         if domain.normalize_ussd_request(request) != domain.USSD_BALANCE_REQUEST:
             return domain.USSD_UNKNOWN_REQUEST
-        digits = msisdn.strip()
-        phone = digits if digits.startswith("+") else f"+{digits}"
         try:
-            user = await self._identity.find_by_phone(phone)
+            user = await self._identity.find_by_phone(domain.ussd_phone(msisdn))
             if user is None:
                 return domain.USSD_UNKNOWN_NUMBER
             posted, available = await self._ledger.balance(user.user_id)

@@ -474,6 +474,9 @@ async def test_ussd_balance_is_one_short_screen(stack):
     text = (await stack.redemption.AnswerUssd(pb.AnswerUssdRequest(
         msisdn=user.phone.lstrip("+"), request="*100*1#"))).text
     assert text == "Баланс кешбэка: 150,00 баллов. Доступно: 150,00" and len(text) <= 80
+    national = (await stack.redemption.AnswerUssd(pb.AnswerUssdRequest(
+        msisdn="8" + user.phone.removeprefix("+7"), request=" *100*1# "))).text
+    assert national == text
     unknown_number = (await stack.redemption.AnswerUssd(pb.AnswerUssdRequest(
         msisdn=f"{OTHER_PREFIX}0000001", request="*100*1#"))).text
     unknown_request = (await stack.redemption.AnswerUssd(pb.AnswerUssdRequest(

@@ -131,3 +131,9 @@ def test_points_word_agrees_with_the_number(kopecks, word):
 def test_points_are_formatted_with_thousands_and_a_decimal_comma():
     assert domain.format_points(123_456_78) == "123 456,78"
     assert domain.format_points(5) == "0,05"
+
+
+@pytest.mark.parametrize(("msisdn", "phone"), [
+    ("79161234567", "+79161234567"), (" +79161234567 ", "+79161234567"), ("89161234567", "89161234567")])
+def test_ussd_msisdn_becomes_a_phone_identity_can_read(msisdn, phone):
+    assert domain.ussd_phone(msisdn) == phone
