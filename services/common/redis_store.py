@@ -87,3 +87,21 @@ class WindowCounters:
         except RedisError as exc:
             log.warning("redis counter failed (%s): falling back to the database", exc)
             return None
+
+    async def give_back(self, keys: list[str]) -> None:
+        """Undoes `hit`s whose effect did not happen (a later check refused, the write failed).
+        A key that has meanwhile expired is left alone (no negative counts without a TTL)."""
+        if self._redis is None or not keys:
+            return
+        try:
+            await self._redis.eval(_GIVE_BACK, len(keys), *(self._prefix + key for key in keys))
+        except RedisError as exc:
+            log.warning("redis give-back failed (%s): counts stay high until their window ends", exc)
+
+
+_GIVE_BACK = """
+for _, key in ipairs(KEYS) do
+  if redis.call('EXISTS', key) == 1 then redis.call('DECR', key) end
+end
+return 0
+"""
