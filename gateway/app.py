@@ -88,8 +88,10 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
     components = schema.setdefault("components", {}).setdefault("schemas", {})
     components.setdefault("Problem", errors.Problem.model_json_schema(ref_template="#/components/schemas/{model}"))
-    problem = {"description": "The request is not valid (code VALIDATION_FAILED)",
-               "content": {errors.PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}}
+    content = {errors.PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}
+    problem = {"description": "The request is not valid (code VALIDATION_FAILED)", "content": content}
+    too_large = {"description": f"The request body is larger than {app.state.settings.max_body_bytes} bytes "
+                                "(code BODY_TOO_LARGE)", "content": content}
     for path in schema.get("paths", {}).values():
         for operation in path.values():
             responses = operation.get("responses", {})
@@ -99,6 +101,8 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
                 responses.setdefault("400", problem)
             if operation.get("parameters") or operation.get("requestBody"):
                 responses.setdefault("400", problem)
+            if operation.get("requestBody"):
+                responses.setdefault("413", too_large)
     for name in ("HTTPValidationError", "ValidationError"):
         components.pop(name, None)
     return schema

@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from services.common.grpc_client import error_info
 from services.common.logs import request_id_var
+from services.redemption.domain import MAX_IDEMPOTENCY_KEY_LENGTH
 
 log = logging.getLogger("cashback.gateway")
 
@@ -135,7 +136,8 @@ async def _on_validation(request: Request, exc: RequestValidationError) -> JSONR
         if tuple(str(part).lower() for part in err.get("loc", ())) == ("header", "idempotency-key"):
             return problem_response(400, "IDEMPOTENCY_KEY_MISSING" if err.get("type") == "missing"
                                     else "IDEMPOTENCY_KEY_INVALID",
-                                    "The Idempotency-Key header is required: 1 to 200 printable characters.")
+                                    "The Idempotency-Key header is required: 1 to "
+                                    f"{MAX_IDEMPOTENCY_KEY_LENGTH} printable characters.")
     summary = "; ".join(f"{e['location']}: {e['message']}" for e in errors[:5])
     return problem_response(400, "VALIDATION_FAILED", f"The request is not valid: {summary}", errors=errors)
 
@@ -156,7 +158,23 @@ async def _on_http_exception(request: Request, exc: StarletteHTTPException) -> J
         detail = "No such route."
     if exc.status_code == 413:
         detail = "The request body is too large."
-    return problem_response(exc.status_code, code, detail, headers=getattr(exc, "headers", None))
+    headers = dict(getattr(exc, "headers", None) or {})
+    if exc.status_code == 405:
+        allowed = allowed_methods(request)
+        headers["Allow"] = ", ".join(allowed)
+        detail = f"{request.method} is not allowed here; allowed: {', '.join(allowed)}."
+    return problem_response(exc.status_code, code, detail, headers=headers or None)
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves at this path (Starlette's own 405 names only the first
+    route's: FastAPI makes one route per method)."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        regex, route_methods = getattr(route, "path_regex", None), getattr(route, "methods", None)
+        if regex is not None and route_methods and regex.match(request.url.path):
+            methods |= set(route_methods)
+    return sorted(methods)
 
 
 def install(app: FastAPI) -> None:

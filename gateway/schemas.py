@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import enum
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
 from cashback.identity.v1 import identity_pb2
 from cashback.ledger.v1 import ledger_pb2
@@ -13,7 +13,10 @@ from cashback.redemption.v1 import redemption_pb2
 from cashback.tracking.v1 import tracking_pb2
 from google.protobuf.descriptor import EnumDescriptor
 from google.protobuf.message import Message
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+from services.redemption import domain as redemption_rules
+from services.tracking import domain as tracking_rules
 
 
 def proto_enum(name: str, descriptor: EnumDescriptor, prefix: str) -> type[enum.StrEnum]:
@@ -61,12 +64,28 @@ CounterpartyKind = proto_enum("CounterpartyKind", ledger_pb2.CounterpartyKind.DE
 SystemAccount = proto_enum("SystemAccount", ledger_pb2.SystemAccount.DESCRIPTOR, "SYSTEM_ACCOUNT_")
 
 Kopecks = int
-MAX_KOPECKS = 10**13  # 100 billion roubles: far above any real amount, well inside int64
+
+
+def _json_number(value: Any) -> Any:
+    """Amounts are JSON integers (416.0 is one too), never strings or booleans."""
+    if isinstance(value, str | bool):
+        raise ValueError("must be a JSON integer")
+    return value
+
+
+StrictKopecks = Annotated[int, BeforeValidator(_json_number)]
+# The limits the services enforce, documented here so that a request the document calls valid is
+# never refused for its shape (only for facts the schema cannot know: balance, a code's check symbol).
+MAX_PURCHASE_KOPECKS = tracking_rules.MAX_AMOUNT_KOPECKS
+MAX_ID_LENGTH = tracking_rules.MAX_ID_LENGTH
+CERTIFICATE_CODE = rf"^[ \t-]*(?:[2-9A-HJKMNP-Za-hjkmnp-z][ \t-]*){{{redemption_rules.CODE_LENGTH}}}$"
+SLUG = r"^[a-z0-9][a-z0-9._-]*$"
 PHONE = Field(min_length=3, max_length=32, examples=["+79161234567"])
 
 
 class Body(BaseModel):
-    """Request bodies reject unknown fields, so typos are errors rather than silently ignored."""
+    """Request bodies reject unknown fields, so typos are errors rather than silently ignored, and
+    take amounts as JSON integers only (`StrictKopecks`: no "100" for 100)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -90,7 +109,8 @@ class PhoneVerifyRequest(Body):
 
 
 class OperatorSignInRequest(Body):
-    assertion: str = Field(min_length=1, max_length=16384)
+    # Well inside the body cap even with every character escaped (\uXXXX: 6 bytes).
+    assertion: str = Field(min_length=1, max_length=8192)
 
 
 class RefreshRequest(Body):
@@ -334,10 +354,11 @@ class PurchasePage(BaseModel):
 
 
 class ClaimRequest(Body):
-    partner_id: str = Field(min_length=1, max_length=100, examples=["ozon"])
-    order_id: str = Field(min_length=1, max_length=200, examples=["OZ-100234"])
-    order_date: str = Field(pattern=r"^\d{4}-\d{2}-\d{2}$", examples=["2026-01-15"])
-    amount_kopecks: Kopecks = Field(gt=0, le=MAX_KOPECKS, examples=[459900])
+    partner_id: str = Field(min_length=1, max_length=100, pattern=SLUG, examples=["ozon"])
+    order_id: str = Field(min_length=1, max_length=MAX_ID_LENGTH, pattern=r"\S", examples=["OZ-100234"])
+    order_date: str = Field(pattern=r"^\d{4}-\d{2}-\d{2}$", json_schema_extra={"format": "date"},
+                            description="YYYY-MM-DD, not in the future.", examples=["2026-01-15"])
+    amount_kopecks: StrictKopecks = Field(gt=0, le=MAX_PURCHASE_KOPECKS, examples=[459900])
     comment: str = Field(default="", max_length=2000)
 
 
@@ -383,7 +404,8 @@ class PostbackAck(BaseModel):
 # --- redemption -------------------------------------------------------------------------------
 
 class MobilePaymentRequest(Body):
-    amount_kopecks: Kopecks = Field(gt=0, le=MAX_KOPECKS, examples=[30000])
+    amount_kopecks: StrictKopecks = Field(ge=redemption_rules.MIN_PAYMENT_KOPECKS,
+                                          le=redemption_rules.MAX_PAYMENT_KOPECKS, examples=[30000])
 
 
 class MobilePayment(BaseModel):
@@ -409,7 +431,9 @@ class MobilePaymentPage(BaseModel):
 
 
 class CertificateRequest(Body):
-    nominal_kopecks: Kopecks = Field(gt=0, le=MAX_KOPECKS, examples=[500000])
+    nominal_kopecks: StrictKopecks = Field(ge=redemption_rules.MIN_NOMINAL_KOPECKS,
+                                           le=redemption_rules.MAX_NOMINAL_KOPECKS, multiple_of=100,
+                                           description="Whole roubles, 100 to 80,000.", examples=[500000])
 
 
 class Certificate(BaseModel):
@@ -437,9 +461,11 @@ class TransferCertificateRequest(Body):
 
 
 class CertificateRedemptionRequest(Body):
-    certificate_code: str = Field(min_length=1, max_length=64)
-    sale_id: str = Field(min_length=1, max_length=200, examples=["SALE-2026-000123"])
-    device_price_kopecks: Kopecks = Field(gt=0, le=MAX_KOPECKS, examples=[4999000])
+    certificate_code: str = Field(max_length=64, pattern=CERTIFICATE_CODE, examples=["7KQM-2XWD-9HPT-4RNC-ZB3Z"],
+                                  description="As printed; case, spaces and dashes do not matter.")
+    sale_id: str = Field(min_length=1, max_length=128, examples=["SALE-2026-000123"])
+    device_price_kopecks: StrictKopecks = Field(gt=redemption_rules.MIN_TO_PAY_KOPECKS,
+                                          le=redemption_rules.MAX_PAYMENT_KOPECKS, examples=[4999000])
 
 
 class CertificateRedemptionResponse(BaseModel):

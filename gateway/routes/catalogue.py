@@ -13,7 +13,8 @@ from gateway.errors import responses
 from gateway.limits import limit_by_address
 from gateway.routes.common import PageSize, PageToken, Rpc
 from gateway.schemas import (
-    MAX_KOPECKS,
+    MAX_PURCHASE_KOPECKS,
+    SLUG,
     Category,
     CategoryList,
     ClickResponse,
@@ -28,7 +29,7 @@ from gateway.schemas import (
 
 router = APIRouter(tags=["catalogue"], dependencies=[Depends(limit_by_address)], responses=responses(429, 503, 504))
 
-PartnerId = Annotated[str, Path(min_length=1, max_length=100, pattern=r"^[a-z0-9][a-z0-9._-]*$",
+PartnerId = Annotated[str, Path(min_length=1, max_length=100, pattern=SLUG,
                                 description="The partner's slug.", examples=["aliexpress"])]
 
 
@@ -60,7 +61,7 @@ async def get_partner(partner_id: PartnerId, rpc: Rpc) -> Partner:
 @router.get("/v1/partners/{partner_id}/quote", response_model=QuoteResponse,
             summary="What a purchase would earn, with the decision", responses=responses(400, 404))
 async def quote(partner_id: PartnerId, rpc: Rpc,
-                amount_kopecks: Annotated[int, Query(ge=0, le=MAX_KOPECKS, examples=[100000])],
+                amount_kopecks: Annotated[int, Query(gt=0, le=MAX_PURCHASE_KOPECKS, examples=[100000])],
                 channel: PurchaseChannel = PurchaseChannel("WEB"),  # type: ignore[valid-type]
                 customer_type: CustomerType = CustomerType("INDIVIDUAL"),  # type: ignore[valid-type]
                 destination_domain: Annotated[str, Query(max_length=253)] = "",

@@ -7,11 +7,12 @@ from typing import Annotated
 from fastapi import Depends, Header, Query
 
 from gateway.upstreams import Upstreams, upstreams
+from services.redemption.domain import MAX_IDEMPOTENCY_KEY_LENGTH
 
 Rpc = Annotated[Upstreams, Depends(upstreams)]
 PageSize = Annotated[int, Query(ge=0, le=100, description="At most 100; 0 means 20.")]
 PageToken = Annotated[str, Query(max_length=1024, description="next_page_token of the previous page.")]
 IdempotencyKey = Annotated[str, Header(
-    alias="Idempotency-Key", min_length=1, max_length=200, pattern=r"^[\x21-\x7e]+$",
+    alias="Idempotency-Key", min_length=1, max_length=MAX_IDEMPOTENCY_KEY_LENGTH, pattern=r"^[\x21-\x7e]+$",
     description="A client-chosen unique key per money operation; a retry with the same key returns the first "
                 "response.", examples=["5c1b7e0e-2f4a-4a3e-9d5e-3b8f0a6c7d21"])]

@@ -88,7 +88,7 @@ async def test_token_check_needing_identity_while_it_is_down_is_503_not_401():
 
 
 async def test_store_route_refuses_a_missing_a_wrong_and_another_clients_key():
-    body = {"certificate_code": "ABCD-EFGH", "sale_id": "S-1", "device_price_kopecks": 100000}
+    body = {"certificate_code": "7KQM-2XWD-9HPT-4RNC-ZB3Z", "sale_id": "S-1", "device_price_kopecks": 100000}
     async with running_gateway(gateway_settings()) as client:
         missing = await client.post("/v1/stores/certificate-redemptions", json=body)
         wrong = await client.post("/v1/stores/certificate-redemptions", json=body, headers={"X-Api-Key": "guess"})
@@ -136,7 +136,7 @@ async def test_a_valid_store_key_with_a_bad_body_is_a_validation_problem():
 async def test_a_valid_store_key_reaches_redemption_and_its_absence_is_503():
     async with running_gateway(gateway_settings()) as client:
         response = await client.post("/v1/stores/certificate-redemptions", headers={"X-Api-Key": "dev-store-key"},
-                                     json={"certificate_code": "ABCD", "sale_id": "S-1",
+                                     json={"certificate_code": "7KQM-2XWD-9HPT-4RNC-ZB3Z", "sale_id": "S-1",
                                            "device_price_kopecks": 100000})
     assert_problem(response, 503, "UNAVAILABLE")
 
