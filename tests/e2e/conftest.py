@@ -18,6 +18,9 @@ import pytest
 from scripts.stack import Stack, free_port, processes
 
 SERVICES = ("identity", "tracking", "ledger", "redemption")
+# Every test here comes from 127.0.0.1 and the fuzz run sends thousands of requests: the gateway's
+# per-address and per-user limits (tested in tests/service/test_gateway.py) are raised out of the way.
+GENEROUS_LIMITS = {"GATEWAY_RATE_LIMIT_PER_ADDRESS": "1000000", "GATEWAY_RATE_LIMIT_PER_USER": "1000000"}
 DIRECT_SECRET = "dev-direct-secret"
 
 
@@ -35,7 +38,7 @@ async def stack(new_database, redis_url, tmp_path_factory) -> AsyncIterator[Runn
     databases = {service: await new_database(service) for service in SERVICES}
     log_dir = str(tmp_path_factory.mktemp("stack-logs"))
     procs = processes(ports, databases=databases, redis_url=redis_url, accrual_delay_seconds=0)
-    running = Stack(procs, env={"CASHBACK_ENV": "dev"}, log_dir=log_dir)
+    running = Stack(procs, env={"CASHBACK_ENV": "dev", **GENEROUS_LIMITS}, log_dir=log_dir)
     try:
         await running.start()
     except Exception:
