@@ -50,7 +50,9 @@ def create_app(settings: Settings) -> FastAPI:
                 await redis.aclose()
 
     app = FastAPI(title="Cashback API", version="1.0.0", description=DESCRIPTION, lifespan=lifespan,
-                  docs_url="/docs", redoc_url=None)
+                  docs_url="/docs", redoc_url=None,
+                  # operationId = the handler's name (`order_certificate`), which the links refer to.
+                  generate_unique_id_function=lambda route: route.name)
     app.state.settings = settings
     errors.install(app)
     app.add_middleware(GatewayMiddleware, max_body_bytes=settings.max_body_bytes)

@@ -40,8 +40,14 @@ async def list_categories(rpc: Rpc) -> CategoryList:
                                     for c in r.categories])
 
 
+def _partner_links(source: str) -> dict[int | str, dict]:
+    return {200: {"description": "Successful Response", "links": {
+        name: {"operationId": name, "parameters": {"partner_id": source}}
+        for name in ("get_partner", "quote", "record_click")}}}
+
+
 @router.get("/v1/partners", response_model=PartnerPage, summary="Partners by category and text",
-            responses=responses(400))
+            responses={**responses(400), **_partner_links("$response.body#/partners/0/partner_id")})
 async def list_partners(rpc: Rpc, category: Annotated[str, Query(max_length=100)] = "",
                         q: Annotated[str, Query(max_length=200)] = "", page_size: PageSize = 0,
                         page_token: PageToken = "") -> PartnerPage:

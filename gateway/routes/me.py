@@ -125,7 +125,9 @@ async def list_notifications(user_id: UserId, rpc: Rpc, page_size: PageSize = 0,
 
 
 @router.post("/claims", response_model=Claim, status_code=201, summary="File a missing-cashback claim",
-             responses=responses(400, 404, 409, 422))
+             responses={**responses(400, 404, 409, 422), 201: {"description": "The claim, open", "links": {
+                 name: {"operationId": name, "parameters": {"claim_id": "$response.body#/claim_id"}}
+                 for name in ("approve_claim", "reject_claim")}}})
 async def file_claim(body: ClaimRequest, user_id: UserId, rpc: Rpc) -> Claim:
     r = await rpc.tracking.FileClaim(tracking_pb2.FileClaimRequest(
         user_id=user_id, partner_id=body.partner_id, order_id=body.order_id, order_date=body.order_date,

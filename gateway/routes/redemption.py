@@ -56,7 +56,10 @@ async def list_mobile_payments(user_id: UserId, rpc: Rpc, page_size: PageSize = 
     return MobilePaymentPage(payments=[MobilePayment.of(p) for p in r.payments], next_page_token=r.next_page_token)
 
 
-@router.post("/certificates", response_model=Certificate, status_code=201, responses=_MONEY_RESPONSES,
+@router.post("/certificates", response_model=Certificate, status_code=201,
+             responses={**_MONEY_RESPONSES, 201: {"description": "The certificate, active", "links": {
+                 "TransferCertificate": {"operationId": "transfer_certificate",
+                                         "parameters": {"certificate_id": "$response.body#/certificate_id"}}}}},
              summary="Order a discount certificate with points (final: no refund)")
 async def order_certificate(body: CertificateRequest, request: Request, user_id: UserId, rpc: Rpc,
                             idempotency_key: IdempotencyKey) -> JSONResponse:

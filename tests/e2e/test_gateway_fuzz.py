@@ -19,6 +19,7 @@ from tests.e2e.conftest import sign_up
 pytestmark = pytest.mark.e2e
 
 MAX_EXAMPLES = 8
+STATEFUL_EXAMPLES = 15
 DEV_KEYS = {"store_key": "dev-store-key", "ussd_key": "dev-ussd-key", "support_key": "dev-support-key"}
 # A schema-valid request may still be refused for facts no JSON schema can state: 422 for business
 # refusals (not enough points, an Idempotency-Key reused with another body), and 400 only with one
@@ -44,11 +45,11 @@ def schema_valid_requests_pass_validation(ctx, response, case) -> bool | None:
     return None
 
 
-def fuzz_config(access_token: str) -> schemathesis.Config:
+def fuzz_config(access_token: str, *, stateful: bool = False) -> schemathesis.Config:
     return schemathesis.Config.from_dict({
         "seed": 7,
         "generation": {"mode": "all", "max-examples": MAX_EXAMPLES, "deterministic": True},
-        "phases": {"stateful": {"enabled": False}},
+        "phases": {"stateful": {"enabled": stateful}},
         "checks": {"enabled": True, "positive_data_acceptance": {"expected-statuses": ACCEPTED_FOR_VALID_DATA}},
         "auth": {"auto-signup": False, "openapi": {
             "bearer": {"bearer": access_token},
@@ -84,3 +85,16 @@ schema = schemathesis.pytest.from_fixture("api_schema")
 @settings(deadline=None, suppress_health_check=list(HealthCheck))
 def test_every_operation_holds_its_contract(case):
     case.call_and_validate()
+
+
+def test_stateful_sequences_through_inferred_links(stack, fuzz_users):
+    """Sequences of calls that feed one response into the next request (links schemathesis infers,
+    e.g. a certificate id from the list into its transfer), with every check on every step."""
+    from hypothesis.stateful import run_state_machine_as_test
+
+    schema = schemathesis.openapi.from_url(f"{stack.gateway_url}/openapi.json",
+                                           config=fuzz_config(fuzz_users["alice"]["access_token"], stateful=True))
+    machine = schema.as_state_machine()
+    run_state_machine_as_test(machine, settings=settings(
+        max_examples=STATEFUL_EXAMPLES, stateful_step_count=6, deadline=None, derandomize=True,
+        suppress_health_check=list(HealthCheck)))
