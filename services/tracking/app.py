@@ -15,11 +15,20 @@ from services.common.grpc_server import Runtime
 from services.common.migrate import upgrade_async
 from services.common.outbox import OutboxRelay
 from services.common.redis_store import Fingerprints, connect_redis
+from services.tracking.audit import AuditSpool
 from services.tracking.config import Settings
 from services.tracking.models import OutboxMessage
 from services.tracking.service import Tracking
 from services.tracking.servicer import TrackingServicer
-from services.tracking.upstreams import CREDIT_TOPIC, CreditHandler, IdentityClient, LedgerClient
+from services.tracking.upstreams import (
+    CREDIT_TOPIC,
+    SWEEP_TOPIC,
+    CreditHandler,
+    IdentityClient,
+    LedgerClient,
+    RedemptionClient,
+    SweepHandler,
+)
 
 SERVICE_NAME = tracking_pb2.DESCRIPTOR.services_by_name["TrackingService"].full_name
 
@@ -32,16 +41,24 @@ async def build_runtime(settings: Settings, clock: Clock | None = None) -> Runti
     redis = await connect_redis(settings.redis_url)
     identity_channel = open_channel(settings.identity_address)
     ledger_channel = open_channel(settings.ledger_address)
+    redemption_channel = open_channel(settings.redemption_address) if settings.redemption_address else None
     identity = IdentityClient(identity_channel)
+    ledger = LedgerClient(ledger_channel)
     fingerprints = Fingerprints(redis, settings.redis_prefix + "postback:")
+    spool = AuditSpool(redis, db, prefix=settings.redis_prefix, batch=settings.audit_flush_batch)
     tracking = Tracking(
-        db, clock, identity=identity, fingerprints=fingerprints, networks=networks,
+        db, clock, identity=identity, fingerprints=fingerprints, networks=networks, spool=spool,
         accrual_delay=timedelta(seconds=settings.accrual_delay_seconds),
         pending_expiry=timedelta(days=settings.pending_expiry_days),
+        sweeps=redemption_channel is not None,
     )
-    relay = OutboxRelay(db, OutboxMessage, {
-        CREDIT_TOPIC: CreditHandler(identity, LedgerClient(ledger_channel), settings.referral_bonus_kopecks),
-    }, clock)
+    handlers = {
+        CREDIT_TOPIC: CreditHandler(identity, ledger, settings.referral_bonus_kopecks,
+                                    crash_after_credit=settings.dev_crash_after_credit and settings.env == "dev"),
+    }
+    if redemption_channel is not None:
+        handlers[SWEEP_TOPIC] = SweepHandler(ledger, RedemptionClient(redemption_channel))
+    relay = OutboxRelay(db, OutboxMessage, handlers, clock, lease=timedelta(seconds=settings.outbox_lease_seconds))
     tracking.set_relay(relay)
     await tracking.seed_catalogue(settings.catalogue_path)
     servicer = TrackingServicer(tracking)
@@ -58,6 +75,8 @@ async def build_runtime(settings: Settings, clock: Clock | None = None) -> Runti
     async def close() -> None:
         await identity_channel.close()
         await ledger_channel.close()
+        if redemption_channel is not None:
+            await redemption_channel.close()
         if redis is not None:
             await redis.aclose()
         await db.dispose()
@@ -66,6 +85,6 @@ async def build_runtime(settings: Settings, clock: Clock | None = None) -> Runti
         name="tracking",
         service_names=[SERVICE_NAME],
         register=lambda server: tracking_pb2_grpc.add_TrackingServiceServicer_to_server(servicer, server),
-        background=[relay.run, accrue_and_expire],
+        background=[relay.run, accrue_and_expire, spool.run],
         close=close,
     )

@@ -7,13 +7,15 @@ from services.common.config import (
     ConfigError,
     cashback_env,
     database_url,
+    env_bool,
+    env_float,
     env_int,
     env_str,
     listen_port,
     redis_url,
     upstream_address,
 )
-from services.tracking.postbacks import NetworkConfig
+from services.tracking.postbacks import NetworkConfig, parse_allow_list
 
 DEV_DIRECT_SECRET = "dev-direct-secret"
 DEV_ADMITAD_SECRET = "dev-admitad-secret"
@@ -34,6 +36,10 @@ class Settings:
     redis_prefix: str = "tracking:"
     identity_address: str = "127.0.0.1:50051"
     ledger_address: str = "127.0.0.1:50053"
+    # Where credits of partner purchases are offered for the automatic sweep to the phone bill.
+    # Empty (the dataclass default, for tests of tracking alone): no sweep; from_env gives the
+    # standard address.
+    redemption_address: str = ""
     # Cashback is credited this long after confirmation (0 in dev demos).
     accrual_delay_seconds: int = 86400
     # A purchase still pending this many days after it was first reported expires.
@@ -42,6 +48,16 @@ class Settings:
     direct_secrets: str = ""
     admitad_secret: str = ""
     postback_tolerance_seconds: int = 300
+    # Optional IP allow-lists (comma-separated CIDR blocks or addresses); empty: any address.
+    direct_allowed_ips: str = ""
+    admitad_allowed_ips: str = ""
+    # How long a relayed outbox message stays claimed before another attempt may take it.
+    outbox_lease_seconds: float = 30.0
+    # Fast-path duplicates' audit records are moved from Redis to the database in batches this big.
+    audit_flush_batch: int = 500
+    # Dev-only test hook: exit the process (like kill -9) right after a ledger credit succeeded and
+    # before its outbox row is marked sent. Ignored outside dev.
+    dev_crash_after_credit: bool = False
     catalogue_path: str = DEFAULT_CATALOGUE
     referral_bonus_kopecks: int = 3000
     # How often the accrual/expiry job looks for due purchases when it found none.
@@ -54,13 +70,19 @@ class Settings:
             "direct": _secrets(self.direct_secrets) or ((DEV_DIRECT_SECRET,) if dev else ()),
             "admitad": _secrets(self.admitad_secret) or ((DEV_ADMITAD_SECRET,) if dev else ()),
         }
+        allowed = {}
+        for name, text in (("direct", self.direct_allowed_ips), ("admitad", self.admitad_allowed_ips)):
+            try:
+                allowed[name] = parse_allow_list(text)
+            except ValueError as exc:
+                raise ConfigError(f"TRACKING_{name.upper()}_ALLOWED_IPS: {exc}") from exc
         for name, secrets in configured.items():
             if not secrets:
                 raise ConfigError(f"TRACKING_{name.upper()}_SECRET{'S' if name == 'direct' else ''} must be set "
                                   f"outside dev")
             if not dev and ({DEV_DIRECT_SECRET, DEV_ADMITAD_SECRET} & set(secrets)):
                 raise ConfigError(f"the dev secret of network {name} may be used only with CASHBACK_ENV=dev")
-        return {name: NetworkConfig(name, secrets, self.postback_tolerance_seconds)
+        return {name: NetworkConfig(name, secrets, self.postback_tolerance_seconds, allowed[name])
                 for name, secrets in configured.items()}
 
     @classmethod
@@ -73,10 +95,16 @@ class Settings:
             redis_url=env_str("TRACKING_REDIS_URL", redis_url()),
             identity_address=upstream_address("identity", "tracking"),
             ledger_address=upstream_address("ledger", "tracking"),
+            redemption_address=upstream_address("redemption", "tracking"),
             accrual_delay_seconds=env_int("TRACKING_ACCRUAL_DELAY_SECONDS", 86400),
             pending_expiry_days=env_int("TRACKING_PENDING_EXPIRY_DAYS", 90),
             direct_secrets=env_str("TRACKING_DIRECT_SECRETS", ""),
             admitad_secret=env_str("TRACKING_ADMITAD_SECRET", ""),
             postback_tolerance_seconds=env_int("TRACKING_POSTBACK_TOLERANCE_SECONDS", 300),
             catalogue_path=env_str("TRACKING_CATALOGUE_PATH", DEFAULT_CATALOGUE),
+            direct_allowed_ips=env_str("TRACKING_DIRECT_ALLOWED_IPS", ""),
+            admitad_allowed_ips=env_str("TRACKING_ADMITAD_ALLOWED_IPS", ""),
+            outbox_lease_seconds=env_float("TRACKING_OUTBOX_LEASE_SECONDS", 30.0),
+            audit_flush_batch=env_int("TRACKING_AUDIT_FLUSH_BATCH", 500),
+            dev_crash_after_credit=env_bool("TRACKING_DEV_CRASH_AFTER_CREDIT", False),
         )

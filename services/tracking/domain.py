@@ -116,6 +116,10 @@ class TimestampOutOfWindow(Unauthenticated):
     reason = "TIMESTAMP_OUT_OF_WINDOW"
 
 
+class AddressNotAllowed(Unauthenticated):
+    reason = "ADDRESS_NOT_ALLOWED"
+
+
 class PostbackMalformed(InvalidArgument):
     reason = "POSTBACK_MALFORMED"
 

@@ -13,12 +13,17 @@ domain error saying why not).
   network does not sign a timestamp, so there is no replay window: replays are harmless because
   ingestion is idempotent. Amounts are roubles with at most two decimals ("1234.50"), converted
   to kopecks exactly (Decimal), never through floats.
+
+Either network may also have an IP allow-list (`NetworkConfig.allowed`, CIDR blocks): a postback
+from any other address (the gateway passes the client's address) is refused as unauthenticated
+before its signature is even looked at. No list: any address.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import json
 import re
 from dataclasses import dataclass
@@ -30,6 +35,7 @@ from urllib.parse import parse_qs
 from services.tracking.domain import (
     MAX_AMOUNT_KOPECKS,
     MAX_ID_LENGTH,
+    AddressNotAllowed,
     Channel,
     CustomerType,
     NetworkUnknown,
@@ -85,11 +91,29 @@ def fingerprint_of(network: str, order_id: str, part_id: str, status: ReportedSt
     return hashlib.sha256(raw.encode()).hexdigest()
 
 
+IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
 @dataclass(frozen=True)
 class NetworkConfig:
     name: str
     secrets: tuple[str, ...]
     tolerance_seconds: int = 300
+    allowed: tuple[IpNetwork, ...] = ()  # empty: any address
+
+    def admits(self, address: str) -> bool:
+        if not self.allowed:
+            return True
+        try:
+            ip = ipaddress.ip_address(address.strip().removeprefix("[").split("]")[0])
+        except ValueError:
+            return False
+        return any(ip in block for block in self.allowed)
+
+
+def parse_allow_list(text: str) -> tuple[IpNetwork, ...]:
+    """"10.0.0.0/8, 192.0.2.7" → the blocks (a bare address is a /32 or /128). Raises ValueError."""
+    return tuple(ipaddress.ip_network(item.strip(), strict=False) for item in text.split(",") if item.strip())
 
 
 def sign(secret: str, timestamp: int, body: bytes) -> str:
@@ -102,6 +126,8 @@ def parse(raw: RawPostback, networks: dict[str, NetworkConfig], now: datetime) -
     config = networks.get(raw.network)
     if config is None:
         raise NetworkUnknown(f"no postback network {raw.network!r}", network=raw.network)
+    if not config.admits(raw.remote_address):
+        raise AddressNotAllowed(f"postbacks of network {raw.network} are not accepted from this address")
     if raw.network == "direct":
         return _parse_direct(raw, config, now)
     return _parse_network_form(raw, config)

@@ -4,6 +4,7 @@ rows with `FOR UPDATE SKIP LOCKED` (PostgreSQL; SQLite serialises writers anyway
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import func, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -165,3 +166,14 @@ class TrackingRepository:
             stmt = stmt.where(tuple_(Claim.created_at, Claim.id) < tuple_(*before))
         stmt = stmt.order_by(Claim.created_at.desc(), Claim.id.desc()).limit(limit)
         return list((await self.session.scalars(stmt)).all())
+
+
+async def insert_postbacks_once(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+    """Inserts audit rows, skipping ids already stored (the spool delivers at least once)."""
+    if not rows:
+        return
+    if session.bind.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    await session.execute(insert(Postback).values(rows).on_conflict_do_nothing(index_elements=["id"]))

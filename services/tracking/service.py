@@ -1,18 +1,18 @@
 """Tracking use cases: each takes one transaction, calls the rules, commits.
 
-Postback idempotency has two layers. Redis (`Fingerprints`, SET NX on the postback's fingerprint:
-network, order, part, status, amount) answers exact duplicates and concurrent copies before any
-purchase is touched; a claim whose processing fails is released so that the retry is not taken
-for a duplicate. Underneath, the unique constraint on purchases (network, order_id, part_id) and
-a row lock on the purchase are the truth: with Redis off, the database path gives the same
-answers. Every postback, whatever its fate, leaves a row in `postbacks` (the audit); refused ones
-are committed before the error goes back.
+Postback idempotency has two layers. Redis (`AuditSpool.claim_or_spool`, SET NX on the postback's
+fingerprint: network, order, part, status, amount) answers exact duplicates and concurrent copies
+before any SQL at all — their audit rows are spooled in Redis in the same round trip and flushed
+to the table in batches (see services/tracking/audit.py); a claim whose processing fails is
+released so that the retry is not taken for a duplicate. Underneath, the unique constraint on
+purchases (network, order_id, part_id) and a row lock on the purchase are the truth: with Redis
+off, the database path gives the same answers. Every postback, whatever its fate, leaves a row in
+`postbacks` (the audit); refused ones are committed before the error goes back.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import secrets
 import uuid
@@ -31,6 +31,7 @@ from services.common.pagination import decode_cursor, decode_offset, encode_curs
 from services.common.redis_store import Fingerprints
 from services.tracking import catalogue as catalogue_file
 from services.tracking import domain, postbacks
+from services.tracking.audit import AuditSpool, audit_record
 from services.tracking.domain import (
     Change,
     Channel,
@@ -46,7 +47,7 @@ from services.tracking.domain import (
 from services.tracking.models import Category, Claim, Click, OutboxMessage, Partner, PartnerRuleSet, Postback, Purchase
 from services.tracking.postbacks import NetworkConfig, RawPostback, Report
 from services.tracking.repository import TrackingRepository
-from services.tracking.upstreams import CREDIT_TOPIC, IdentityClient, credit_payload
+from services.tracking.upstreams import CREDIT_TOPIC, SWEEP_TOPIC, IdentityClient, credit_payload
 
 log = logging.getLogger("cashback.tracking")
 
@@ -93,12 +94,15 @@ def _with_sub_id(site_url: str, click_id: str) -> str:
 
 class Tracking:
     def __init__(self, db: Database, clock: Clock, *, identity: IdentityClient, fingerprints: Fingerprints,
-                 networks: dict[str, NetworkConfig], relay: OutboxRelay | None = None,
-                 accrual_delay: timedelta = timedelta(days=1), pending_expiry: timedelta = timedelta(days=90)) -> None:
+                 networks: dict[str, NetworkConfig], spool: AuditSpool, relay: OutboxRelay | None = None,
+                 accrual_delay: timedelta = timedelta(days=1), pending_expiry: timedelta = timedelta(days=90),
+                 sweeps: bool = False) -> None:
         self._db = db
         self._clock = clock
         self._identity = identity
         self._fingerprints = fingerprints
+        self._spool = spool
+        self._sweeps = sweeps  # offer partner-purchase credits to redemption's automatic sweep
         self._networks = networks
         self._relay = relay
         self._accrual_delay = accrual_delay
@@ -211,9 +215,13 @@ class Tracking:
             await self._audit(raw, now, outcome, exc.reason)
             raise
         fingerprint = report.fingerprint
-        claimed = await self._fingerprints.claim(fingerprint)
-        if claimed is False:
-            postback_id = await self._audit(raw, now, PostbackOutcome.DUPLICATE, "fingerprint seen", report)
+        postback_id = str(uuid.uuid4())
+        claimed = await self._spool.claim_or_spool(fingerprint, audit_record(
+            postback_id=postback_id, network=raw.network, http_method=raw.http_method, query_string=raw.query_string,
+            body=raw.body, headers=raw.headers, remote_address=raw.remote_address, received_at=now,
+            outcome=PostbackOutcome.DUPLICATE.value, detail="fingerprint seen", fingerprint=fingerprint,
+            order_id=report.order_id, part_id=report.part_id))
+        if claimed is False:  # answered before any SQL; the audit row is spooled (services/tracking/audit.py)
             return IngestResult(postback_id, PostbackOutcome.DUPLICATE, "")
         try:
             applied = await self._apply_with_retry(raw, report, now)
@@ -242,13 +250,12 @@ class Tracking:
     def _add_audit(session: AsyncSession, raw: RawPostback, now: datetime, outcome: PostbackOutcome, detail: str,
                    report: Report | None, purchase_id: str) -> str:
         postback_id = str(uuid.uuid4())
-        session.add(Postback(
-            id=postback_id, network=raw.network[:64], http_method=raw.http_method[:8],
-            query_string=raw.query_string, body=raw.body, headers_json=json.dumps(raw.headers, sort_keys=True),
-            remote_address=raw.remote_address[:128], received_at=now, outcome=outcome.value, detail=detail[:200],
-            fingerprint=report.fingerprint if report else "", order_id=report.order_id if report else "",
-            part_id=report.part_id if report else "", purchase_id=purchase_id,
-        ))
+        session.add(Postback(**audit_record(
+            postback_id=postback_id, network=raw.network, http_method=raw.http_method, query_string=raw.query_string,
+            body=raw.body, headers=raw.headers, remote_address=raw.remote_address, received_at=now,
+            outcome=outcome.value, detail=detail, fingerprint=report.fingerprint if report else "",
+            order_id=report.order_id if report else "", part_id=report.part_id if report else "",
+            purchase_id=purchase_id)))
         return postback_id
 
     async def _apply_with_retry(self, raw: RawPostback, report: Report, now: datetime) -> _Applied:
@@ -369,12 +376,17 @@ class Tracking:
                 assert purchase.user_id is not None
                 first = not await repo.has_credited_purchase(purchase.user_id, other_than=purchase.id)
                 partner = await repo.partner(purchase.partner_id)
+                payload = credit_payload(
+                    transfer_id=f"cashback:{purchase.id}", system="CASHBACK_FUNDING", kind="CASHBACK",
+                    user_id=purchase.user_id, amount_kopecks=purchase.cashback_kopecks,
+                    reference=purchase.id, notify_key=f"cashback-credited:{purchase.id}",
+                    partner_name=partner.name if partner else purchase.partner_id, referral_check=first)
                 enqueue(session, OutboxMessage, topic=CREDIT_TOPIC, key=f"cashback:{purchase.id}", now=now,
-                        payload=credit_payload(
-                            transfer_id=f"cashback:{purchase.id}", system="CASHBACK_FUNDING", kind="CASHBACK",
-                            user_id=purchase.user_id, amount_kopecks=purchase.cashback_kopecks,
-                            reference=purchase.id, notify_key=f"cashback-credited:{purchase.id}",
-                            partner_name=partner.name if partner else purchase.partner_id, referral_check=first))
+                        payload=payload)
+                if self._sweeps:
+                    # Its own message, committed with the credit's (see services/tracking/upstreams.py).
+                    enqueue(session, OutboxMessage, topic=SWEEP_TOPIC, key=f"sweep:cashback:{purchase.id}", now=now,
+                            payload=payload)
         if due:
             log.info("accrued %d purchases", len(due))
             self._wake_relay()

@@ -4,16 +4,27 @@ The credit handler runs the steps of one accrual in order, each idempotent at th
 key, so a retry after any crash repeats nothing: the ledger transfer (`cashback:<purchase_id>` or
 `activation:<activation_id>`), then, for a user's first credited purchase, the referral bonus
 (`referral:<user_id>`, exactly once per referred user whatever the number of attempts), then the
-user's notification (`cashback-credited:<purchase_id>`)."""
+user's notification (`cashback-credited:<purchase_id>`).
+
+The automatic sweep to the phone bill (redemption's SweepCredit, deduplicated there by
+`sweep:<credit_transfer_id>`) is its OWN outbox message (topic `sweep`), enqueued in the same
+transaction as the credit message of a partner purchase — not a step of the credit handler — so
+that a redemption outage delays only the sweep: the credit and the notification go out anyway,
+and the sweep row is retried with backoff until redemption answers. Because the relay may deliver
+the two rows in any order, the sweep handler first repeats the (idempotent) ledger credit with the
+same transfer id and figures: the sweep therefore only ever runs after the credit exists, and
+whichever row runs first creates it, once."""
 
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 import grpc
 from cashback.identity.v1 import identity_pb2, identity_pb2_grpc
 from cashback.ledger.v1 import ledger_pb2, ledger_pb2_grpc
+from cashback.redemption.v1 import redemption_pb2, redemption_pb2_grpc
 
 from services.common.errors import Unavailable
 from services.common.grpc_client import error_info
@@ -23,6 +34,7 @@ from services.tracking.domain import UserDisabled, UserNotFound
 log = logging.getLogger("cashback.tracking")
 
 CREDIT_TOPIC = "credit"
+SWEEP_TOPIC = "sweep"
 _PERMANENT = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND, grpc.StatusCode.ALREADY_EXISTS,
               grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.PERMISSION_DENIED}
 
@@ -68,6 +80,22 @@ class LedgerClient:
         )))
 
 
+class RedemptionClient:
+    def __init__(self, channel: grpc.aio.Channel) -> None:
+        self._stub = redemption_pb2_grpc.RedemptionServiceStub(channel)
+
+    async def sweep(self, user_id: str, credit_transfer_id: str, amount_kopecks: int) -> str:
+        return (await self._stub.SweepCredit(redemption_pb2.SweepCreditRequest(
+            user_id=user_id, credit_transfer_id=credit_transfer_id, amount_kopecks=amount_kopecks))).payment_id
+
+
+def _raise_classified(exc: grpc.aio.AioRpcError) -> None:
+    info = error_info(exc)
+    if exc.code() in _PERMANENT:
+        raise PermanentFailure(f"{info.code.name} {info.reason}: {info.message}") from exc
+    raise exc
+
+
 def credit_payload(*, transfer_id: str, system: str, kind: str, user_id: str, amount_kopecks: int,
                    reference: str, notify_key: str, partner_name: str, referral_check: bool) -> dict[str, Any]:
     return {
@@ -80,24 +108,26 @@ def credit_payload(*, transfer_id: str, system: str, kind: str, user_id: str, am
 class CreditHandler:
     """Delivers one `credit` outbox message (see the module docstring)."""
 
-    def __init__(self, identity: IdentityClient, ledger: LedgerClient, referral_bonus_kopecks: int) -> None:
+    def __init__(self, identity: IdentityClient, ledger: LedgerClient, referral_bonus_kopecks: int,
+                 *, crash_after_credit: bool = False) -> None:
         self._identity = identity
         self._ledger = ledger
         self._bonus = referral_bonus_kopecks
+        self._crash_after_credit = crash_after_credit  # dev-only test hook (see Settings)
 
     async def __call__(self, key: str, p: dict[str, Any]) -> None:
         try:
             await self._ledger.credit(p["transfer_id"], p["system"], p["user_id"], p["amount_kopecks"], p["kind"],
                                       p["reference"])
+            if self._crash_after_credit:
+                log.warning("dev hook: exiting after the ledger credit of %s, before marking it sent", key)
+                os._exit(137)
             if p["referral_check"]:
                 await self._referral_bonus(p["user_id"])
             await self._identity.notify(p["notify_key"], p["user_id"], "cashback_credited", {
                 "amount_kopecks": str(p["amount_kopecks"]), "partner_name": p["partner_name"]})
         except grpc.aio.AioRpcError as exc:
-            info = error_info(exc)
-            if exc.code() in _PERMANENT:
-                raise PermanentFailure(f"{info.code.name} {info.reason}: {info.message}") from exc
-            raise
+            _raise_classified(exc)
 
     async def _referral_bonus(self, user_id: str) -> None:
         referrer = await self._identity.referrer(user_id)
@@ -108,3 +138,23 @@ class CreditHandler:
         await self._identity.notify(f"referral-bonus:{user_id}", referrer, "referral_bonus",
                                     {"amount_kopecks": str(self._bonus)})
         log.info("referral bonus for %s paid to %s", user_id, referrer)
+
+
+class SweepHandler:
+    """Delivers one `sweep` outbox message (see the module docstring): the credit (idempotent,
+    usually already there), then redemption's SweepCredit, which decides whether the user's goal
+    and number call for a sweep and pays the phone bill at most once per credit."""
+
+    def __init__(self, ledger: LedgerClient, redemption: RedemptionClient) -> None:
+        self._ledger = ledger
+        self._redemption = redemption
+
+    async def __call__(self, key: str, p: dict[str, Any]) -> None:
+        try:
+            await self._ledger.credit(p["transfer_id"], p["system"], p["user_id"], p["amount_kopecks"], p["kind"],
+                                      p["reference"])
+            payment_id = await self._redemption.sweep(p["user_id"], p["transfer_id"], p["amount_kopecks"])
+        except grpc.aio.AioRpcError as exc:
+            _raise_classified(exc)
+        if payment_id:
+            log.info("credit %s swept to the phone bill as payment %s", p["transfer_id"], payment_id)

@@ -1,0 +1,161 @@
+"""The fast path for exact duplicates, and how their audit rows still reach the database.
+
+An exact duplicate (same network, order part, status and amount as a postback seen before) must be
+answered before any SQL, yet every postback must be stored as received. Both hold like this:
+
+1. One Redis round trip (a Lua script, atomic): `SET <fingerprint> NX EX ttl`; when the key already
+   exists, the postback's audit record is appended to a Redis stream in the same script. A record
+   is therefore spooled exactly when the postback is answered as a fast-path duplicate, and the
+   answer goes back only after Redis has accepted the record.
+2. A background job (`AuditSpool.run`, one consumer per replica in the consumer group `flush`)
+   reads the stream in batches, inserts the rows into `postbacks` ignoring ids already there, then
+   acknowledges and deletes the entries. Delivery is at-least-once: a crash between the INSERT and
+   the XACK redelivers the batch (entries left pending by a dead replica are taken over with
+   XAUTOCLAIM after `reclaim_idle_ms`), and the postback id — generated before spooling, the
+   table's primary key — makes the repeat insert nothing.
+3. When Redis is absent or failing, nothing is spooled: `claim_or_spool` answers None and the
+   caller takes the database path, which decides duplicates by the purchase row and writes the
+   audit row in its own transaction, as before.
+
+Durability of spooled records is Redis's: run it with `appendonly yes` in production so that a
+Redis restart does not lose the (at most a batch or so of) records not yet flushed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import uuid
+from datetime import datetime
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError, ResponseError
+
+from services.common.db import Database
+from services.tracking.repository import insert_postbacks_once
+
+log = logging.getLogger("cashback.tracking.audit")
+
+_CLAIM_OR_SPOOL = """
+if redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then
+  return 1
+end
+redis.call('XADD', KEYS[2], '*', 'r', ARGV[2])
+return 0
+"""
+GROUP = "flush"
+
+
+def audit_record(*, postback_id: str, network: str, http_method: str, query_string: str, body: bytes,
+                 headers: dict[str, str], remote_address: str, received_at: datetime, outcome: str, detail: str,
+                 fingerprint: str, order_id: str, part_id: str, purchase_id: str = "") -> dict[str, Any]:
+    """One `postbacks` row as the columns' values (what `insert_postbacks_once` takes)."""
+    return {
+        "id": postback_id, "network": network[:64], "http_method": http_method[:8], "query_string": query_string,
+        "body": body, "headers_json": json.dumps(headers, sort_keys=True), "remote_address": remote_address[:128],
+        "received_at": received_at, "outcome": outcome, "detail": detail[:200], "fingerprint": fingerprint,
+        "order_id": order_id, "part_id": part_id, "purchase_id": purchase_id,
+    }
+
+
+def _encode(row: dict[str, Any]) -> str:
+    return json.dumps({**row, "body": base64.b64encode(row["body"]).decode(),
+                       "received_at": row["received_at"].isoformat()}, separators=(",", ":"))
+
+
+def _decode(text: bytes | str) -> dict[str, Any]:
+    row = json.loads(text)
+    row["body"] = base64.b64decode(row["body"])
+    row["received_at"] = datetime.fromisoformat(row["received_at"])
+    return row
+
+
+class AuditSpool:
+    def __init__(self, redis: Redis | None, db: Database, *, prefix: str, ttl_seconds: int = 7 * 24 * 3600,
+                 batch: int = 500, reclaim_idle_ms: int = 30_000) -> None:
+        self._redis = redis
+        self._db = db
+        self._fingerprint_prefix = prefix + "postback:"
+        self._stream = prefix + "audit-spool"
+        self._ttl = str(ttl_seconds)
+        self._batch = batch
+        self._reclaim_idle_ms = reclaim_idle_ms
+        self._consumer = uuid.uuid4().hex
+        self._script = redis.register_script(_CLAIM_OR_SPOOL) if redis is not None else None
+
+    async def claim_or_spool(self, fingerprint: str, row: dict[str, Any]) -> bool | None:
+        """True: first sight of the fingerprint (the caller applies the postback and writes its audit
+        row). False: an exact duplicate, whose audit `row` is now spooled. None: no Redis answer —
+        the caller lets the database decide and writes the row itself."""
+        if self._script is None:
+            return None
+        try:
+            first = await self._script(keys=[self._fingerprint_prefix + fingerprint, self._stream],
+                                       args=[self._ttl, _encode(row)])
+        except (RedisError, OSError) as exc:
+            log.warning("redis claim failed (%s): falling back to the database", exc)
+            return None
+        return bool(first)
+
+    # --- the flusher -------------------------------------------------------------------------
+
+    async def _ensure_group(self) -> None:
+        assert self._redis is not None
+        try:
+            await self._redis.xgroup_create(self._stream, GROUP, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    async def flush_once(self, block_ms: int | None = None) -> int:
+        """Moves up to one batch from the stream to the table; answers how many entries it handled."""
+        redis = self._redis
+        assert redis is not None
+        _, claimed, *_ = await redis.xautoclaim(self._stream, GROUP, self._consumer, self._reclaim_idle_ms,
+                                                "0-0", count=self._batch)
+        entries = list(claimed)
+        if not entries:
+            replies = await redis.xreadgroup(GROUP, self._consumer, {self._stream: ">"}, count=self._batch,
+                                             block=block_ms)
+            entries = [entry for _, stream_entries in replies or [] for entry in stream_entries]
+        entries = [(entry_id, fields) for entry_id, fields in entries if fields]  # deleted while pending
+        if not entries:
+            return 0
+        rows = [_decode(fields[b"r"]) for _, fields in entries]
+        async with self._db.transaction() as session:
+            await insert_postbacks_once(session, rows)
+        ids = [entry_id for entry_id, _ in entries]
+        async with redis.pipeline(transaction=True) as pipe:
+            pipe.xack(self._stream, GROUP, *ids)
+            pipe.xdel(self._stream, *ids)
+            await pipe.execute()
+        return len(entries)
+
+    async def run(self, idle_seconds: float = 0.2) -> None:
+        """The background job (a no-op loop without Redis)."""
+        if self._redis is None:
+            return
+        while True:
+            try:
+                await self._ensure_group()
+                while True:
+                    done = await self.flush_once(block_ms=int(idle_seconds * 1000))
+                    if done:
+                        log.debug("flushed %d spooled duplicate postbacks", done)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - Redis or the database failing: retry later
+                log.warning("audit spool flush failed (%s); retrying", exc)
+                await asyncio.sleep(1.0)
+
+    async def pending(self) -> int:
+        """Entries not yet flushed (for tests and monitoring)."""
+        if self._redis is None:
+            return 0
+        try:
+            return int(await self._redis.xlen(self._stream))
+        except (RedisError, OSError):
+            return 0
