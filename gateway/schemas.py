@@ -110,11 +110,11 @@ class PhoneVerifyRequest(Body):
 
 class OperatorSignInRequest(Body):
     # Well inside the body cap even with every character escaped (\uXXXX: 6 bytes).
-    assertion: str = Field(min_length=1, max_length=8192)
+    assertion: str = Field(min_length=1, max_length=8192, examples=["eyJhbGciOiJFZERTQSJ9.eyJtc2lzZG4iOi…"])
 
 
 class RefreshRequest(Body):
-    refresh_token: str = Field(min_length=1, max_length=4096)
+    refresh_token: str = Field(min_length=1, max_length=4096, examples=["rt_5Yw2c9…"])
 
 
 class User(BaseModel):
@@ -154,7 +154,7 @@ class SignInResponse(TokensResponse):
 
 
 class UpdateMeRequest(Body):
-    spending_goal: SpendingGoal  # type: ignore[valid-type]
+    spending_goal: SpendingGoal = Field(examples=["MOBILE_SERVICES"])  # type: ignore[valid-type]
 
 
 class EmailCodeRequest(Body):

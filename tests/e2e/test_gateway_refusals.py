@@ -2,10 +2,13 @@
 certificates, payments and claims stay invisible and untouchable; a store's credential opens no
 user route; a user's token opens no store or support route; a forged token opens nothing. Every
 refusal is a problem with a code, never a 500. (An expired token signed by identity's own key is
-in tests/service/test_gateway_identity.py, where the clock can be set.)"""
+in tests/service/test_gateway_identity.py, where the clock can be set.) And the request id a client
+sends is in the gateway's and the services' log lines of that request."""
 
 from __future__ import annotations
 
+import asyncio
+import pathlib
 import random
 import uuid
 from datetime import date
@@ -123,3 +126,24 @@ async def test_a_tampered_token_is_refused_not_trusted(http):
     for token in (swapped, truncated, f"{header}.{payload}.", "Bearer"):
         reply = await http.get("/v1/me", headers={"Authorization": f"Bearer {token}"})
         assert_refused(reply, 401, "TOKEN_INVALID")
+
+
+async def test_the_request_id_is_in_the_gateway_and_service_log_lines_of_that_request(http, stack):
+    user = await sign_up(http, phone())
+    request_id = f"e2e-{uuid.uuid4().hex}"
+    refused = await http.post("/v1/me/certificates", json={"nominal_kopecks": 10_000}, headers={
+        "Authorization": f"Bearer {user['access_token']}", "Idempotency-Key": str(uuid.uuid4()),
+        "X-Request-Id": request_id})
+    assert refused.status_code == 422 and refused.json()["request_id"] == request_id, refused.text
+    assert refused.headers["x-request-id"] == request_id
+
+    def lines(name: str) -> list[str]:
+        path = pathlib.Path(stack.log_dir) / f"{name}.log"
+        return [line for line in path.read_text(errors="replace").splitlines() if f"[{request_id}]" in line]
+
+    for _ in range(100):  # the processes write their logs asynchronously: bounded polling
+        if lines("gateway") and lines("redemption"):
+            break
+        await asyncio.sleep(0.1)
+    assert any("POST /v1/me/certificates -> 422" in line for line in lines("gateway")), lines("gateway")
+    assert any("INSUFFICIENT_FUNDS" in line for line in lines("redemption")), lines("redemption")

@@ -230,6 +230,21 @@ async def test_openapi_documents_every_route_of_the_contract_with_security_and_p
                 problem = op["responses"]["400"]["content"]["application/problem+json"]["schema"]
                 assert problem["$ref"].endswith("/Problem"), (method, path)
             assert "422" not in op["responses"] or "HTTPValidationError" not in str(op["responses"]["422"])
+    schemes = {"/v1/stores": "store_key", "/v1/ussd": "ussd_key", "/v1/support": "support_key"}
+    components = document["components"]["schemas"]
+    for path, ops in document["paths"].items():
+        for method, op in ops.items():
+            for prefix, scheme in schemes.items():
+                if path.startswith(prefix):
+                    assert op["security"] == [{scheme: []}], (method, path)
+            assert op["operationId"] == op["operationId"].lower() and op["summary"], (method, path)
+            assert any(status.startswith("2") or status.startswith("3") for status in op["responses"]), (method, path)
+            body = op.get("requestBody", {}).get("content", {}).get("application/json")
+            if body is not None:  # every request body shows an example
+                assert "413" in op["responses"], (method, path)
+                schema = components[body["schema"]["$ref"].rsplit("/", 1)[-1]] if "$ref" in body["schema"] else {}
+                assert body.get("example") or any(
+                    "examples" in prop for prop in schema.get("properties", {}).values()), (method, path)
     money = document["paths"]["/v1/me/mobile-payments"]["post"]
     key = next(p for p in money["parameters"] if p["name"] == "Idempotency-Key")
     assert key["in"] == "header" and key["required"] is True
