@@ -1,0 +1,284 @@
+"""Postbacks at volume through the gateway, against a PRIVATE stack of processes (free ports, fresh
+databases, its own redis-server) so that Redis and tracking can be stopped without disturbing other
+tests: 1,000 orders × 10 exact copies with 200 in flight → exactly 1,000 purchases and 1,000 ledger
+credits with the right total, with Redis up and with Redis stopped halfway; and crediting exactly
+once when tracking dies between the ledger call and marking its outbox row.
+
+PostgreSQL only: 10,000 requests through the whole stack take too long on SQLite on 2 cores, and
+the embedded backend runs without Redis, which is what these tests are about."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import random
+import shutil
+import time
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import asyncpg
+import grpc
+import httpx
+import pytest
+from cashback.ledger.v1 import ledger_pb2, ledger_pb2_grpc
+
+from scripts.stack import Process, Stack, free_port, processes
+from tests.conftest import BACKEND
+from tests.e2e.conftest import SERVICES, _dump_logs, direct_postback, sign_up
+
+pytestmark = [pytest.mark.e2e, pytest.mark.skipif(BACKEND != "postgres", reason="PostgreSQL+Redis only (see docstring)")]
+
+ORDERS = 1_000
+COPIES = 10
+IN_FLIGHT = 200
+AMOUNTS = [150_000 + 7_919 * i for i in range(10)]  # kopecks; cashback differs per amount
+
+
+class PrivateRedis:
+    def __init__(self, directory: str) -> None:
+        self.port = free_port()
+        self.directory = directory
+        self.process: asyncio.subprocess.Process | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    async def start(self) -> None:
+        # AOF (fsync every second, and on shutdown): spooled audit records survive a Redis restart.
+        self.process = await asyncio.create_subprocess_exec(
+            shutil.which("redis-server") or "redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+            "--save", "", "--appendonly", "yes", "--appendfsync", "everysec", "--dir", self.directory,
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+        for _ in range(100):
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", self.port)
+                writer.close()
+                return
+            except OSError:
+                await asyncio.sleep(0.05)
+        raise AssertionError("private redis-server did not start")
+
+    async def stop(self) -> None:
+        if self.process is not None and self.process.returncode is None:
+            self.process.terminate()
+            await self.process.wait()
+        self.process = None
+
+
+@dataclass
+class Private:
+    stack: Stack
+    redis: PrivateRedis
+    gateway_url: str
+    ledger_address: str
+    tracking_db: str
+
+    def proc(self, name: str) -> Process:
+        return next(p for p in self.stack.procs if p.name == name)
+
+    async def audit_count(self) -> int:
+        conn = await asyncpg.connect(self.tracking_db.replace("postgresql+asyncpg://", "postgresql://"))
+        try:
+            return int(await conn.fetchval("SELECT count(*) FROM postbacks"))
+        finally:
+            await conn.close()
+
+
+@pytest.fixture(scope="module")
+async def private(new_database, tmp_path_factory) -> AsyncIterator[Private]:
+    redis = PrivateRedis(str(tmp_path_factory.mktemp("redis")))
+    await redis.start()
+    ports = {name: free_port() for name in (*SERVICES, "gateway", "billing")}
+    databases = {service: await new_database(service) for service in SERVICES}
+    procs = processes(ports, databases=databases, redis_url=redis.url, accrual_delay_seconds=0)
+    procs = [dataclasses.replace(p, env={**p.env, "TRACKING_OUTBOX_LEASE_SECONDS": "2"}) if p.name == "tracking"
+             else p for p in procs]
+    log_dir = str(tmp_path_factory.mktemp("private-stack-logs"))
+    stack = Stack(procs, env={"CASHBACK_ENV": "dev", "LOG_LEVEL": "WARNING"}, log_dir=log_dir)
+    try:
+        await stack.start()
+    except Exception:
+        await stack.stop()
+        await redis.stop()
+        _dump_logs(log_dir)
+        raise
+    yield Private(stack, redis, f"http://127.0.0.1:{ports['gateway']}", f"127.0.0.1:{ports['ledger']}",
+                  databases["tracking"])
+    await stack.stop()
+    await redis.stop()
+
+
+def beeline_number() -> str:
+    return f"+7903{random.randint(0, 9_999_999):07d}"  # not the operator's: no automatic sweep
+
+
+async def statement(ledger_address: str, user_id: str) -> list[ledger_pb2.StatementEntry]:
+    async with grpc.aio.insecure_channel(ledger_address) as channel:
+        stub = ledger_pb2_grpc.LedgerServiceStub(channel)
+        entries, token = [], ""
+        while True:
+            page = await stub.ListStatement(ledger_pb2.ListStatementRequest(
+                user_id=user_id, page_size=100, page_token=token), timeout=30)
+            entries.extend(page.entries)
+            token = page.next_page_token
+            if not token:
+                return entries
+
+
+async def eventually(probe, *, attempts: int, interval: float = 0.25):
+    for _ in range(attempts):
+        result = await probe()
+        if result:
+            return result
+        await asyncio.sleep(interval)
+    raise AssertionError("condition not reached")
+
+
+async def customer(http: httpx.AsyncClient) -> tuple[str, dict[str, str], str]:
+    signed = await sign_up(http, beeline_number())
+    auth = {"Authorization": f"Bearer {signed['access_token']}"}
+    click = await http.post("/v1/partners/aliexpress/clicks", headers=auth)
+    assert click.status_code == 201, click.text
+    return signed["user"]["user_id"], auth, click.json()["click_id"]
+
+
+async def expected_cashback(http: httpx.AsyncClient) -> dict[int, int]:
+    quotes = {}
+    for amount in AMOUNTS:
+        reply = await http.get("/v1/partners/aliexpress/quote", params={"amount_kopecks": amount, "channel": "WEB"})
+        assert reply.status_code == 200, reply.text
+        quotes[amount] = reply.json()["decision"]["cashback_kopecks"]
+    return quotes
+
+
+async def flood(private: Private, click_id: str, halfway=None) -> tuple[Counter, int]:
+    """Sends 1,000 orders × 10 exact copies in random order, 200 in flight; `halfway` runs once
+    5,000 answers are in, while requests are still in flight. Answers the outcomes and the total
+    expected cashback."""
+    run = uuid.uuid4().hex[:8]
+    requests = []
+    for i in range(ORDERS):
+        body, headers = direct_postback(order_id=f"LOAD-{run}-{i}", click_id=click_id, status="approved",
+                                        amount_kopecks=AMOUNTS[i % len(AMOUNTS)], currency="RUB")
+        requests.extend([(body, headers)] * COPIES)
+    random.shuffle(requests)
+    outcomes: Counter = Counter()
+    semaphore = asyncio.Semaphore(IN_FLIGHT)
+    halfway_task: list[asyncio.Task] = []
+    limits = httpx.Limits(max_connections=IN_FLIGHT, max_keepalive_connections=IN_FLIGHT)
+    async with httpx.AsyncClient(base_url=private.gateway_url, timeout=60, limits=limits) as client:
+        async def send(body: bytes, headers: dict[str, str]) -> None:
+            async with semaphore:
+                for attempt in range(3):  # as a network would: a dropped keep-alive connection is retried
+                    try:
+                        reply = await client.post("/v1/postbacks/direct", content=body, headers=headers)
+                        break
+                    except (httpx.ReadError, httpx.RemoteProtocolError, httpx.ConnectError):
+                        if attempt == 2:
+                            raise
+            assert reply.status_code == 200, reply.text
+            outcomes[reply.json()["outcome"]] += 1
+            if halfway is not None and sum(outcomes.values()) == len(requests) // 2:
+                halfway_task.append(asyncio.create_task(halfway()))
+
+        await asyncio.gather(*(send(body, headers) for body, headers in requests))
+    for task in halfway_task:
+        await task
+    return outcomes, len(requests)
+
+
+async def check_credited(private: Private, http: httpx.AsyncClient, user_id: str, auth: dict[str, str],
+                         total: int) -> None:
+    async def all_credited():
+        entries = [e for e in await statement(private.ledger_address, user_id)
+                   if e.kind == ledger_pb2.TRANSFER_KIND_CASHBACK]
+        return entries if len(entries) >= ORDERS else None
+
+    entries = await eventually(all_credited, attempts=480)
+    assert len(entries) == ORDERS
+    assert len({e.transfer_id for e in entries}) == ORDERS
+    assert sum(e.amount_kopecks for e in entries) == total
+    balance = (await http.get("/v1/me/balance", headers=auth)).json()
+    assert balance["balance_kopecks"] == total
+    purchases, token = [], ""
+    while True:
+        page = (await http.get("/v1/me/purchases", headers=auth,
+                               params={"page_size": 100, **({"page_token": token} if token else {})})).json()
+        purchases.extend(page["purchases"])
+        token = page.get("next_page_token") or ""
+        if not token:
+            break
+    assert len(purchases) == ORDERS
+    assert {p["status"] for p in purchases} == {"ACCRUED"}
+
+
+async def run_load(private: Private, halfway=None) -> None:
+    async with httpx.AsyncClient(base_url=private.gateway_url, timeout=30) as http:
+        user_id, auth, click_id = await customer(http)
+        quotes = await expected_cashback(http)
+        audit_before = await private.audit_count()
+        started = time.monotonic()
+        outcomes, sent = await flood(private, click_id, halfway)
+        print(f"flood {time.monotonic() - started:.1f}s")
+        assert outcomes["ACCEPTED"] == ORDERS
+        assert outcomes["DUPLICATE"] == sent - ORDERS
+        total = sum(quotes[AMOUNTS[i % len(AMOUNTS)]] for i in range(ORDERS))
+        await check_credited(private, http, user_id, auth, total)
+        print(f"credited {time.monotonic() - started:.1f}s")
+
+        async def all_stored():  # every postback, fast-path duplicates included (spooled, then flushed)
+            return await private.audit_count() - audit_before == sent
+
+        await eventually(all_stored, attempts=240)
+
+
+async def test_ten_thousand_postbacks_make_one_thousand_purchases_and_credits(private):
+    await run_load(private)
+
+
+async def test_the_same_with_redis_stopped_halfway(private):
+    try:
+        await run_load(private, halfway=private.redis.stop)
+    finally:
+        if private.redis.process is None:
+            await private.redis.start()  # same port, same AOF: spooled records come back and are flushed
+
+
+async def test_credit_is_made_once_when_tracking_dies_between_the_ledger_call_and_marking_the_row(private):
+    stack = private.stack
+    normal = private.proc("tracking")
+    crashing = dataclasses.replace(normal, env={**normal.env, "TRACKING_DEV_CRASH_AFTER_CREDIT": "true"})
+    await stack.stop_one("tracking")
+    await stack.start_one(crashing)
+    async with httpx.AsyncClient(base_url=private.gateway_url, timeout=30) as http:
+        user_id, auth, click_id = await customer(http)
+        body, headers = direct_postback(order_id=f"CRASH-{uuid.uuid4().hex[:8]}", click_id=click_id,
+                                        status="approved", amount_kopecks=AMOUNTS[0], currency="RUB")
+        reply = await http.post("/v1/postbacks/direct", content=body, headers=headers)
+        assert reply.status_code == 200, reply.text
+        # The relay credits the ledger, then the process exits before marking the outbox row.
+        exit_code = await asyncio.wait_for(stack.running["tracking"].wait(), 120)
+        assert exit_code == 137
+        stack.running.pop("tracking")
+        credited = [e for e in await statement(private.ledger_address, user_id)]
+        assert len(credited) == 1  # the ledger call went through
+
+        await stack.start_one(normal)  # the row's lease runs out; the retry must not credit again
+
+        async def notified():
+            messages = (await http.get("/dev/outbox", params={"to": (await http.get(
+                "/v1/me", headers=auth)).json()["phone"]})).json()["messages"]
+            return len(messages) >= 2  # the sign-in code, then the cashback notice (after the retry)
+
+        await eventually(notified, attempts=240)
+        entries = await statement(private.ledger_address, user_id)
+        assert [(e.kind, e.amount_kopecks) for e in entries] == [(ledger_pb2.TRANSFER_KIND_CASHBACK,
+                                                                 credited[0].amount_kopecks)]
+        assert (await http.get("/v1/me/balance", headers=auth)).json()["balance_kopecks"] == \
+            credited[0].amount_kopecks
+        assert json.loads(body)["amount_kopecks"] == AMOUNTS[0]
