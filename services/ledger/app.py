@@ -22,6 +22,7 @@ async def build_runtime(settings: Settings, clock: Clock | None = None) -> Runti
     await upgrade_async("ledger", settings.database_url)
     db = Database(settings.database_url)
     ledger = Ledger(db, clock)
+    await ledger.ensure_system_accounts()
     servicer = LedgerServicer(ledger, settings.default_pending_timeout_seconds)
 
     async def expire_pending() -> None:

@@ -1,12 +1,13 @@
-"""Persistence of accounts and transfers. Accounts are locked in key order (no deadlocks)."""
+"""Persistence of accounts and transfers."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, case, func, insert, literal, or_, select, tuple_
+from sqlalchemy import and_, bindparam, case, func, insert, literal, or_, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -35,30 +36,92 @@ def balances_of(account: Account | None) -> Balances:
                     account.credits_pending)
 
 
+@dataclass
+class Counters:
+    """An account's four counters inside a use case. A user account's are the locked row's values
+    (checked, then written back); a system account's are only this transaction's deltas, added
+    to the row at the end (system accounts are never checked, so never read under lock)."""
+
+    id: str
+    is_user: bool
+    debits_posted: int = 0
+    credits_posted: int = 0
+    debits_pending: int = 0
+    credits_pending: int = 0
+    changed: bool = False
+
+    def balances(self) -> Balances:
+        return Balances(self.debits_posted, self.credits_posted, self.debits_pending, self.credits_pending)
+
+
+_COUNTERS = ("debits_posted", "credits_posted", "debits_pending", "credits_pending")
+_accounts = Account.__table__
+_transfers = Transfer.__table__
+_SET_USER_COUNTERS = (
+    update(_accounts).where(_accounts.c.id == bindparam("key"))
+    .values({c: bindparam(c) for c in _COUNTERS})
+)
+_ADD_TO_SYSTEM_COUNTERS = (
+    update(_accounts).where(_accounts.c.id == bindparam("key"))
+    .values({c: _accounts.c[c] + bindparam(c) for c in _COUNTERS})
+)
+
+
 class LedgerRepository:
+    """Lock order, the same in every use case (so no two transactions wait on each other in a
+    cycle): user accounts in key order (SELECT ... FOR UPDATE), then transfer rows, then system
+    accounts in key order (touched only by the final UPDATE, so their hot rows stay locked for
+    the shortest time: from that statement to the commit)."""
+
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
-    async def lock_accounts(self, refs: Iterable[AccountRef], now: datetime, *,
-                            create: bool = True) -> dict[str, Account]:
-        """Creates missing accounts (unless `create` is false: they are known to exist), then locks
-        all of them in key order."""
+    @property
+    def _dialect(self) -> str:
+        return self.session.bind.dialect.name
+
+    async def create_accounts(self, refs: Iterable[AccountRef], now: datetime) -> None:
+        """Creates the accounts that do not exist yet (in key order; a no-op for the others)."""
         by_key = {ref.key: ref for ref in refs}
-        keys = sorted(by_key)
-        if create:
-            values = [
-                {"id": key, "user_id": by_key[key].user_id, "debits_posted": 0, "credits_posted": 0,
-                 "debits_pending": 0, "credits_pending": 0, "created_at": now}
-                for key in keys
-            ]
-            dialect = self.session.bind.dialect.name
-            stmt = (pg_insert if dialect == "postgresql" else sqlite_insert)(Account).values(values)
-            await self.session.execute(stmt.on_conflict_do_nothing())
-        rows = (await self.session.scalars(
-            select(Account).where(Account.id.in_(keys)).order_by(Account.id).with_for_update()
-            .execution_options(populate_existing=True)  # a locked read must not answer stale objects
-        )).all()
-        return {row.id: row for row in rows}
+        if not by_key:
+            return
+        stmt = (pg_insert if self._dialect == "postgresql" else sqlite_insert)(_accounts).on_conflict_do_nothing()
+        await self.session.execute(stmt, [
+            {"id": key, "user_id": by_key[key].user_id, "debits_posted": 0, "credits_posted": 0,
+             "debits_pending": 0, "credits_pending": 0, "created_at": now}
+            for key in sorted(by_key)
+        ])
+
+    async def lock_accounts(self, refs: Iterable[AccountRef]) -> dict[str, Counters]:
+        """Locks the user accounts in key order and reads them; system accounts get delta counters.
+        Every account must exist (see create_accounts)."""
+        keys = {ref.key: ref.is_user for ref in refs}
+        users = sorted(k for k, is_user in keys.items() if is_user)
+        found: dict[str, Counters] = {}
+        if users:
+            rows = await self.session.execute(
+                select(_accounts.c.id, *(_accounts.c[c] for c in _COUNTERS))
+                .where(_accounts.c.id.in_(users)).order_by(_accounts.c.id).with_for_update())
+            found = {row[0]: Counters(row[0], True, *row[1:]) for row in rows}
+            if len(found) != len(users):
+                raise LookupError(f"accounts missing: {sorted(set(users) - set(found))[:5]}")
+        for key, is_user in keys.items():
+            if not is_user:
+                found[key] = Counters(key, False)
+        return found
+
+    async def save_accounts(self, accounts: dict[str, Counters]) -> None:
+        """Writes back the changed user accounts, then adds the deltas to the system accounts."""
+        users = [a for a in accounts.values() if a.is_user and a.changed]
+        systems = sorted((a for a in accounts.values() if not a.is_user and a.changed), key=lambda a: a.id)
+        if users:
+            await self.session.execute(_SET_USER_COUNTERS, [
+                {"key": a.id, **{c: getattr(a, c) for c in _COUNTERS}} for a in users])
+        for a in systems:  # one by one, in key order
+            await self.session.execute(_ADD_TO_SYSTEM_COUNTERS, {"key": a.id, **{c: getattr(a, c) for c in _COUNTERS}})
+
+    async def ensure_system_accounts(self, now: datetime) -> None:
+        await self.create_accounts([AccountRef(system=s) for s in SystemAccount], now)
 
     async def transfers_by_id(self, ids: Iterable[str], *, lock: bool = False) -> dict[str, Transfer]:
         stmt = select(Transfer).where(Transfer.id.in_(list(ids)))
@@ -71,7 +134,7 @@ class LedgerRepository:
 
     async def add_transfers(self, rows: list[dict[str, object]]) -> None:
         if rows:
-            await self.session.execute(insert(Transfer), rows)
+            await self.session.execute(insert(_transfers), rows)
 
     async def account(self, key: str) -> Account | None:
         return await self.session.get(Account, key)

@@ -1,11 +1,13 @@
 """Ledger use cases: each takes one transaction, calls the rules, commits.
 
-Concurrency: every use case that changes balances locks the accounts it touches with
+Concurrency: every use case that changes balances locks the user accounts it touches with
 `SELECT ... FOR UPDATE` in key order (on SQLite the whole write transaction is serialised by
-`BEGIN IMMEDIATE`). Row locks, rather than SERIALIZABLE with retries, because contention is
-per account and short, and a lock queue gives the "exactly one of 50 concurrent holds wins"
-answer without a retry storm. Lock order is always accounts (in key order) first, then the
-transfer rows, in every use case and in the expiry job, so no two of them can deadlock.
+`BEGIN IMMEDIATE`); system accounts, which are never checked, only get their counters increased
+by one UPDATE at the end of the transaction (see LedgerRepository for the one lock order).
+Row locks, rather than SERIALIZABLE with retries, because contention is per account and short,
+and a lock queue gives the "exactly one of 50 concurrent holds wins" answer without a retry
+storm. The lock order is the same in every use case and in the expiry job (user accounts,
+transfer rows, system accounts), so no two of them can deadlock.
 Two creators of the same new transfer id: with the same accounts the second waits on the account
 locks and then sees the first's row as a replay; with other accounts both insert and race on the
 primary key, and the loser retries once and then sees the winner's row (replay or conflict).
@@ -25,9 +27,9 @@ from services.common.db import Database
 from services.common.errors import DomainError
 from services.common.pagination import decode_cursor, encode_cursor, page_size
 from services.ledger import domain
-from services.ledger.domain import AccountRef, Balances, State, TransferSpec
-from services.ledger.models import Account, Transfer
-from services.ledger.repository import LedgerRepository, account_key_to_ref, balances_of, spec_of
+from services.ledger.domain import AccountRef, Balances, State, SystemAccount, TransferSpec
+from services.ledger.models import Transfer
+from services.ledger.repository import Counters, LedgerRepository, account_key_to_ref, balances_of, spec_of
 
 log = logging.getLogger("cashback.ledger")
 
@@ -54,21 +56,25 @@ class AuditReport:
     violations: list[str]
 
 
-def _apply_new(accounts: dict[str, Account], spec: TransferSpec, now: datetime) -> dict[str, object]:
+def _apply_new(accounts: dict[str, Counters], spec: TransferSpec, now: datetime) -> dict[str, object]:
     debit, credit = accounts[spec.debit.key], accounts[spec.credit.key]
-    domain.check_can_debit(balances_of(debit), spec.amount_kopecks, is_user=spec.debit.is_user)
     amount = spec.amount_kopecks
-    domain.check_no_overflow(debit.debits_posted + debit.debits_pending + amount,
-                             credit.credits_posted + credit.credits_pending + amount)
+    domain.check_can_debit(debit.balances(), amount, is_user=debit.is_user)
+    # System accounts hold deltas here; their int64 columns refuse an overflow in the database.
+    if debit.is_user:
+        domain.check_no_overflow(debit.debits_posted + debit.debits_pending + amount)
+    if credit.is_user:
+        domain.check_no_overflow(credit.credits_posted + credit.credits_pending + amount)
     if spec.pending:
-        debit.debits_pending += spec.amount_kopecks
-        credit.credits_pending += spec.amount_kopecks
+        debit.debits_pending += amount
+        credit.credits_pending += amount
     else:
-        debit.debits_posted += spec.amount_kopecks
-        credit.credits_posted += spec.amount_kopecks
+        debit.debits_posted += amount
+        credit.credits_posted += amount
+    debit.changed = credit.changed = True
     return {
         "id": spec.transfer_id, "debit_account_id": debit.id, "credit_account_id": credit.id,
-        "amount": spec.amount_kopecks, "kind": spec.kind.value, "reference": spec.reference,
+        "amount": amount, "kind": spec.kind.value, "reference": spec.reference,
         "pending": spec.pending, "timeout_seconds": spec.timeout_seconds if spec.pending else 0,
         "state": (State.PENDING if spec.pending else State.POSTED).value,
         "timeout_at": now + timedelta(seconds=spec.timeout_seconds) if spec.pending else None,
@@ -76,13 +82,14 @@ def _apply_new(accounts: dict[str, Account], spec: TransferSpec, now: datetime) 
     }
 
 
-def _resolve(accounts: dict[str, Account], row: Transfer, to: State, now: datetime) -> None:
+def _resolve(accounts: dict[str, Counters], row: Transfer, to: State, now: datetime) -> None:
     debit, credit = accounts[row.debit_account_id], accounts[row.credit_account_id]
     debit.debits_pending -= row.amount
     credit.credits_pending -= row.amount
     if to is State.POSTED:
         debit.debits_posted += row.amount
         credit.credits_posted += row.amount
+    debit.changed = credit.changed = True
     row.state = to.value
     row.resolved_at = now
 
@@ -91,6 +98,23 @@ class Ledger:
     def __init__(self, db: Database, clock: Clock) -> None:
         self._db = db
         self._clock = clock
+        # Accounts known to exist (they are never deleted): no INSERT for them on the write path.
+        self._known: set[str] = {AccountRef(system=s).key for s in SystemAccount}
+
+    async def ensure_system_accounts(self) -> None:
+        async with self._db.transaction() as session:
+            await LedgerRepository(session).ensure_system_accounts(self._clock.now())
+
+    async def _lock(self, repo: LedgerRepository, refs: list[AccountRef], now: datetime) -> dict[str, Counters]:
+        """Creates the accounts not known to exist, then locks (see LedgerRepository for the order)."""
+        await repo.create_accounts([r for r in refs if r.key not in self._known], now)
+        return await repo.lock_accounts(refs)
+
+    def _remember(self, accounts: dict[str, Counters]) -> None:
+        """After a commit: these accounts exist."""
+        if len(self._known) > 1_000_000:
+            self._known = {AccountRef(system=s).key for s in SystemAccount}
+        self._known.update(accounts)
 
     async def create_transfer(self, spec: TransferSpec) -> Created:
         domain.validate(spec)
@@ -103,12 +127,14 @@ class Ledger:
                 async with self._db.transaction() as session:
                     repo = LedgerRepository(session)
                     now = self._clock.now()
-                    accounts = await repo.lock_accounts([spec.debit, spec.credit], now)
+                    accounts = await self._lock(repo, [spec.debit, spec.credit], now)
                     existing = await repo.get_transfer(spec.transfer_id)
                     if existing is not None:
                         return Created(self._check_replay(existing, spec), True)
                     row = _apply_new(accounts, spec, now)
                     await repo.add_transfers([row])
+                    await repo.save_accounts(accounts)
+                self._remember(accounts)
                 created = Transfer(**row)
                 log.info("transfer %s %s %d kopecks %s -> %s%s", spec.transfer_id, spec.kind,
                          spec.amount_kopecks, spec.debit.key, spec.credit.key, " (pending)" if spec.pending else "")
@@ -151,7 +177,7 @@ class Ledger:
                     valid.append(spec)
                 except DomainError:
                     pass
-            accounts = await repo.lock_accounts([s.debit for s in valid] + [s.credit for s in valid], now)
+            accounts = await self._lock(repo, [s.debit for s in valid] + [s.credit for s in valid], now)
             existing = await repo.transfers_by_id(s.transfer_id for s in specs)
             seen: dict[str, TransferSpec] = {}
             new_rows: list[dict[str, object]] = []
@@ -181,6 +207,8 @@ class Ledger:
                     for tid, status, reason in outcomes
                 ])
             await repo.add_transfers(new_rows)
+            await repo.save_accounts(accounts)
+        self._remember(accounts)
         log.info("batch of %d transfers applied (%d new)", len(specs), len(new_rows))
         return BatchResult(True, outcomes)
 
@@ -200,15 +228,16 @@ class Ledger:
             row = await repo.get_transfer(transfer_id)
             if row is None:
                 raise domain.TransferNotFound(f"no transfer {transfer_id}")
-            accounts = await repo.lock_accounts(
-                [_ref(row.debit_account_id), _ref(row.credit_account_id)], now, create=False)
+            accounts = await repo.lock_accounts([_ref(row.debit_account_id), _ref(row.credit_account_id)])
             row = await repo.get_transfer(transfer_id, lock=True)
             assert row is not None
             if row.state == State.PENDING.value and domain.is_past_timeout(row.timeout_at, now):
                 _resolve(accounts, row, State.EXPIRED, now)
+                await repo.save_accounts(accounts)
                 log.info("pending transfer %s expired", transfer_id)
             elif row.state == State.PENDING.value:
                 _resolve(accounts, row, to, now)
+                await repo.save_accounts(accounts)
                 log.info("pending transfer %s %s", transfer_id, to.value.lower())
                 return row
         if row.state == to.value or (to is State.VOIDED and row.state == State.EXPIRED.value):
@@ -226,10 +255,11 @@ class Ledger:
             if not candidates:
                 return 0
             refs = {_ref(key) for _, debit, credit in candidates for key in (debit, credit)}
-            accounts = await repo.lock_accounts(refs, now, create=False)
+            accounts = await repo.lock_accounts(list(refs))
             due = await repo.still_due([tid for tid, _, _ in candidates], now)
             for row in due:
                 _resolve(accounts, row, State.EXPIRED, now)
+            await repo.save_accounts(accounts)
         if due:
             log.info("expired %d pending transfers", len(due))
         return len(due)
