@@ -4,7 +4,7 @@ import asyncio
 import importlib
 import sys
 
-PARTS = ["ledger"]
+PARTS = ["ledger", "postbacks"]
 
 
 def main(argv: list[str]) -> int:
