@@ -40,11 +40,16 @@ run: gen/.stamp
 	$(PY) -m scripts.run_stack
 
 # docker-compose (Debian's package) validates docker-compose.yml; no Docker engine is needed.
+# wrk (Debian's package) is the load generator of `make bench` (postbacks).
 tools:
 	@command -v docker-compose >/dev/null || { \
 	  echo "installing docker-compose (Debian package) to validate docker-compose.yml"; \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose >/dev/null) \
 	  || { echo "cannot install docker-compose: install it by hand (it only reads the file)"; exit 1; }; }
+	@command -v wrk >/dev/null || { \
+	  echo "installing wrk (Debian package), the load generator of make bench"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null) \
+	  || { echo "cannot install wrk: install it by hand (make bench postbacks needs it)"; exit 1; }; }
 
 test: gen/.stamp tools
 	$(PY) -m pytest $(PYTEST_ARGS)
