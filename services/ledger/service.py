@@ -128,10 +128,18 @@ class Ledger:
                     repo = LedgerRepository(session)
                     now = self._clock.now()
                     accounts = await self._lock(repo, [spec.debit, spec.credit], now)
-                    existing = await repo.get_transfer(spec.transfer_id)
+                    # The id may have been taken since the fast path (see the module's docstring): the
+                    # insert then fails on the primary key and the retry finds it; a refusal checks first.
+                    existing = await repo.get_transfer(spec.transfer_id) if attempt else None
+                    if existing is None:
+                        try:
+                            row = _apply_new(accounts, spec, now)
+                        except DomainError:
+                            existing = await repo.get_transfer(spec.transfer_id)
+                            if existing is None:
+                                raise
                     if existing is not None:
                         return Created(self._check_replay(existing, spec), True)
-                    row = _apply_new(accounts, spec, now)
                     await repo.add_transfers([row])
                     await repo.save_accounts(accounts)
                 self._remember(accounts)

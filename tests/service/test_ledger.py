@@ -309,3 +309,13 @@ async def test_a_batch_replayed_with_one_field_changed_applies_nothing_and_names
     assert [r.status for r in reply.results] == [ledger_pb2.TRANSFER_RESULT_STATUS_CREATED,
                                                  ledger_pb2.TRANSFER_RESULT_STATUS_ALREADY_EXISTED]
     assert (await balance(ledger, uid)).posted_kopecks == 370
+
+
+async def test_concurrent_replays_of_a_hold_of_the_whole_balance_are_replays_not_refusals(ledger):
+    uid = str(uuid.uuid4())
+    await ledger.CreateTransfer(ledger_pb2.CreateTransferRequest(transfer=accrual(uid, 1000)))
+    same = payment(uid, 1000, pending=True, tid=f"mobile-payment:whole-{uid}")
+    replies = await asyncio.gather(*(ledger.CreateTransfer(ledger_pb2.CreateTransferRequest(transfer=same))
+                                     for _ in range(10)))
+    assert sorted(r.already_existed for r in replies) == [False] + [True] * 9
+    assert (await balance(ledger, uid)).available_kopecks == 0
