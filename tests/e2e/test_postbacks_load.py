@@ -30,7 +30,8 @@ from scripts.stack import Process, Stack, free_port, processes
 from tests.conftest import BACKEND
 from tests.e2e.conftest import SERVICES, _dump_logs, direct_postback, sign_up
 
-pytestmark = [pytest.mark.e2e, pytest.mark.skipif(BACKEND != "postgres", reason="PostgreSQL+Redis only (see docstring)")]
+pytestmark = [pytest.mark.e2e,
+              pytest.mark.skipif(BACKEND != "postgres", reason="PostgreSQL+Redis only (see the docstring)")]
 
 ORDERS = 1_000
 COPIES = 10

@@ -33,3 +33,20 @@ def test_settings_come_from_the_environment(monkeypatch):
     monkeypatch.setenv("TRACKING_PORT", "6000")
     settings = Settings.from_env()
     assert (settings.accrual_delay_seconds, settings.direct_secrets, settings.port) == (0, "s1,s2", 6000)
+
+
+def test_allow_lists_are_per_network_and_checked_at_start_up():
+    networks = Settings(database_url="x", env="dev", direct_allowed_ips="10.0.0.0/8, 192.0.2.7").networks()
+    assert networks["direct"].admits("10.1.2.3") and networks["direct"].admits("192.0.2.7")
+    assert not networks["direct"].admits("192.0.2.8") and not networks["direct"].admits("not an address")
+    assert networks["admitad"].admits("203.0.113.1")  # no list: any address
+    with pytest.raises(ConfigError):
+        Settings(database_url="x", env="dev", admitad_allowed_ips="10.0.0.300/8").networks()
+
+
+def test_redemption_address_comes_from_the_tracking_variable_then_the_shared_one(monkeypatch):
+    monkeypatch.setenv("REDEMPTION_ADDRESS", "10.0.0.9:50054")
+    assert Settings.from_env().redemption_address == "10.0.0.9:50054"
+    monkeypatch.setenv("TRACKING_REDEMPTION_ADDRESS", "10.0.0.8:50054")
+    assert Settings.from_env().redemption_address == "10.0.0.8:50054"
+    assert Settings(database_url="x").redemption_address == ""  # tracking alone: no sweep
