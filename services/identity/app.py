@@ -29,7 +29,6 @@ from services.identity.service import Identity
 from services.identity.servicer import IdentityServicer
 
 SERVICE_NAME = identity_pb2.DESCRIPTOR.services_by_name["IdentityService"].full_name
-COUNTER_PURGE_INTERVAL_SECONDS = 300
 log = logging.getLogger("cashback.identity")
 
 
@@ -62,13 +61,25 @@ async def build_runtime(settings: Settings, clock: Clock | None = None) -> Runti
                                                            settings.code_pepper),
                         clock, poll_interval=settings.outbox_poll_seconds)
     identity = Identity(db, clock, settings, WindowCounters(redis, settings.redis_prefix), on_enqueued=relay.wake)
+    await identity.rotate_signing_keys()
     await identity.ensure_signing_key()
     servicer = IdentityServicer(identity, settings)
 
-    async def purge_counters() -> None:
+    async def clean_up() -> None:
         while True:
-            await identity.purge_expired_counters()
-            await asyncio.sleep(COUNTER_PURGE_INTERVAL_SECONDS)
+            try:
+                await identity.purge_expired()
+            except Exception:  # noqa: BLE001 - a failed round is retried at the next one
+                log.exception("clean-up round failed")
+            await asyncio.sleep(settings.cleanup_interval_seconds)
+
+    async def rotate_keys() -> None:
+        while True:
+            await asyncio.sleep(settings.signing_key_check_seconds)
+            try:
+                await identity.rotate_signing_keys()
+            except Exception:  # noqa: BLE001 - retried at the next check
+                log.exception("signing-key rotation check failed")
 
     async def close() -> None:
         if http_sms is not None:
@@ -81,6 +92,6 @@ async def build_runtime(settings: Settings, clock: Clock | None = None) -> Runti
         name="identity",
         service_names=[SERVICE_NAME],
         register=lambda server: identity_pb2_grpc.add_IdentityServiceServicer_to_server(servicer, server),
-        background=[relay.run, purge_counters],
+        background=[relay.run, clean_up, rotate_keys],
         close=close,
     )

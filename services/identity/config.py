@@ -2,7 +2,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from services.common.config import cashback_env, database_url, env_bool, env_int, env_str, listen_port, redis_url
+from services.common.config import (
+    cashback_env,
+    database_url,
+    env_bool,
+    env_float,
+    env_int,
+    env_str,
+    listen_port,
+    redis_url,
+)
 
 DEV_CODE_PEPPER = "dev-code-pepper"
 # The public half of the dev operator SSO key (the private half is in fakes/operator_sso.py).
@@ -43,6 +52,13 @@ class Settings:
     refresh_token_ttl_seconds: int = 30 * 24 * 3600
     token_issuer: str = "cashback-identity"
     token_audience: str = "cashback"
+    # Signing-key rotation: a new key every `signing_key_lifetime_seconds` (0 = only by the admin
+    # command), published `signing_key_publish_seconds` before it signs; replicas re-read the keys
+    # and run the rotation check every `signing_key_check_seconds`. An old key stays published until
+    # the tokens it signed have expired.
+    signing_key_lifetime_seconds: int = 30 * 24 * 3600
+    signing_key_publish_seconds: int = 60
+    signing_key_check_seconds: float = 30.0
     # The program's operator: numbers in its ranges are its subscribers.
     operator_name: str = "MTS"
     # Operator SSO assertions (EdDSA JWT). Empty key: dev key in dev, SSO sign-in refused otherwise.
@@ -60,6 +76,10 @@ class Settings:
     smtp_starttls: bool = False
     email_from: str = "cashback@localhost"
     outbox_poll_seconds: float = 0.5
+    # Clean-up: expired challenges, idle code records, sent outbox rows and spent assertions are
+    # deleted this long after they stop mattering, by a job running every `cleanup_interval_seconds`.
+    record_retention_seconds: int = 24 * 3600
+    cleanup_interval_seconds: float = 300.0
 
     @property
     def is_dev(self) -> bool:
@@ -101,6 +121,9 @@ class Settings:
             email_codes_per_hour=i("EMAIL_CODES_PER_HOUR", d.email_codes_per_hour),
             access_token_ttl_seconds=i("ACCESS_TOKEN_TTL_SECONDS", d.access_token_ttl_seconds),
             refresh_token_ttl_seconds=i("REFRESH_TOKEN_TTL_SECONDS", d.refresh_token_ttl_seconds),
+            signing_key_lifetime_seconds=i("SIGNING_KEY_LIFETIME_SECONDS", d.signing_key_lifetime_seconds),
+            signing_key_publish_seconds=i("SIGNING_KEY_PUBLISH_SECONDS", d.signing_key_publish_seconds),
+            signing_key_check_seconds=env_float("IDENTITY_SIGNING_KEY_CHECK_SECONDS", d.signing_key_check_seconds),
             operator_name=s("OPERATOR_NAME", d.operator_name),
             operator_sso_public_key_pem=s("OPERATOR_SSO_PUBLIC_KEY_PEM", "").replace("\\n", "\n"),
             operator_sso_issuer=s("OPERATOR_SSO_ISSUER", d.operator_sso_issuer),
@@ -114,4 +137,7 @@ class Settings:
             smtp_password=s("SMTP_PASSWORD", ""),
             smtp_starttls=env_bool("IDENTITY_SMTP_STARTTLS", d.smtp_starttls),
             email_from=s("EMAIL_FROM", d.email_from),
+            outbox_poll_seconds=env_float("IDENTITY_OUTBOX_POLL_SECONDS", d.outbox_poll_seconds),
+            record_retention_seconds=i("RECORD_RETENTION_SECONDS", d.record_retention_seconds),
+            cleanup_interval_seconds=env_float("IDENTITY_CLEANUP_INTERVAL_SECONDS", d.cleanup_interval_seconds),
         )

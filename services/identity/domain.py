@@ -9,7 +9,7 @@ import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import phonenumbers
 from email_validator import EmailNotValidError, validate_email
@@ -95,6 +95,26 @@ class SelfReferral(InvalidArgument):
 
 class AssertionInvalid(Unauthenticated):
     reason = "ASSERTION_INVALID"
+
+
+class AssertionReplayed(Unauthenticated):
+    reason = "ASSERTION_REPLAYED"
+
+
+class ReferrerAlreadySet(FailedPrecondition):
+    reason = "REFERRER_ALREADY_SET"
+
+
+class ReferralOnlyAtSignUp(FailedPrecondition):
+    reason = "REFERRAL_ONLY_AT_SIGN_UP"
+
+
+class SigningKeyUnknown(NotFound):
+    reason = "SIGNING_KEY_UNKNOWN"
+
+
+class LastSigningKey(FailedPrecondition):
+    reason = "LAST_SIGNING_KEY"
 
 
 class RefreshTokenInvalid(Unauthenticated):
@@ -198,14 +218,22 @@ def seconds_until(moment: datetime, now: datetime) -> int:
     return max(1, int((moment - now).total_seconds() + 0.999))
 
 
+def resend_block(last_sent_at: datetime | None, locked_until: datetime | None, now: datetime,
+                 cooldown: timedelta) -> tuple[datetime, type[ResourceExhausted], str] | None:
+    """Until when no new code may be sent to a target, and why; None when one may."""
+    if locked_until is not None and now < locked_until:
+        return locked_until, PhoneLocked, "too many wrong codes: try again later"
+    if last_sent_at is not None and now < last_sent_at + cooldown:
+        return last_sent_at + cooldown, ResendCooldown, "a code was sent recently"
+    return None
+
+
 def check_resend(last_sent_at: datetime | None, locked_until: datetime | None, now: datetime,
                  cooldown: timedelta) -> None:
-    if locked_until is not None and now < locked_until:
-        raise PhoneLocked("too many wrong codes: try again later",
-                          retry_after_seconds=seconds_until(locked_until, now))
-    if last_sent_at is not None and now < last_sent_at + cooldown:
-        raise ResendCooldown("a code was sent recently",
-                             retry_after_seconds=seconds_until(last_sent_at + cooldown, now))
+    block = resend_block(last_sent_at, locked_until, now, cooldown)
+    if block is not None:
+        until, error, message = block
+        raise error(message, retry_after_seconds=seconds_until(until, now))
 
 
 @dataclass(frozen=True)
@@ -222,6 +250,60 @@ class Limit:
 
     def retry_after(self, now: datetime) -> int:
         return max(1, self.window_start(now) + self.window_seconds - int(now.timestamp()))
+
+
+    def window_end(self, now: datetime) -> datetime:
+        return datetime.fromtimestamp(self.window_start(now) + self.window_seconds, UTC)
+
+    def key(self, value: str, now: datetime) -> str:
+        """The counter of `value` in the window of `now` (values are hashed: no phones in keys)."""
+        digest = hashlib.sha256(value.encode()).hexdigest()[:32]
+        return f"{self.scope}:{digest}:{self.window_start(now)}"
+
+
+@dataclass(frozen=True)
+class _Refusal:
+    until: datetime
+    error: type[ResourceExhausted]
+    message: str
+    metadata: tuple[tuple[str, str], ...]
+
+
+class KnownRefusals:
+    """A process-local memory of refusals that stay true until a known moment: a target in its
+    cooldown or locked, a limit's window already full. Committed state only ever makes these more
+    true (a window's count never goes down, a later code moves the cooldown later), so answering
+    from memory is what the database would answer, without the round trips; with several
+    replicas each learns on its own and the database still decides everything else. Under a
+    scripted flood almost every request is refused here."""
+
+    def __init__(self, max_entries: int = 100_000) -> None:
+        self._entries: dict[str, _Refusal] = {}
+        self._max = max_entries
+
+    def check(self, key: str, now: datetime) -> None:
+        known = self._entries.get(key)
+        if known is None:
+            return
+        if now >= known.until:
+            self._entries.pop(key, None)
+            return
+        raise known.error(known.message, retry_after_seconds=seconds_until(known.until, now), **dict(known.metadata))
+
+    def remember(self, key: str, until: datetime, error: type[ResourceExhausted], message: str, now: datetime,
+                 **metadata: str) -> None:
+        if until <= now:
+            return
+        if len(self._entries) >= self._max:
+            self._entries = {k: v for k, v in self._entries.items() if v.until > now}
+            if len(self._entries) >= self._max:
+                self._entries.clear()
+        known = self._entries.get(key)
+        if known is None or known.until < until:
+            self._entries[key] = _Refusal(until, error, message, tuple(sorted(metadata.items())))
+
+    def __len__(self) -> int:
+        return len(self._entries)
 
 
 # --- referral codes -----------------------------------------------------------------------

@@ -73,17 +73,29 @@ class RefreshToken(Base):
 
 
 class SigningKey(Base):
-    """Access-token signing keys, shared by every replica. The newest unretired key signs; all
-    unretired keys are published so that tokens stay verifiable across a rotation."""
+    """Access-token signing keys, shared by every replica. Every unretired key is published; the
+    newest one published long enough signs (see `tokens.signing_key`). `generation` is unique, so
+    replicas racing to add the next key make one key, not two."""
 
     __tablename__ = "signing_keys"
 
     kid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    generation: Mapped[int] = mapped_column(Integer, unique=True)
     algorithm: Mapped[str] = mapped_column(String(16))
     private_key_pem: Mapped[str] = mapped_column(Text)
     public_key_pem: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     retired_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class UsedAssertion(Base):
+    """Operator SSO assertions already spent (an assertion signs in once), kept until they expire."""
+
+    __tablename__ = "used_assertions"
+
+    # sha256 of "<issuer>:<jti>".
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
 
 
 class Notification(Base):

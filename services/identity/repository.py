@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import delete, select, tuple_, update
+from sqlalchemy import delete, func, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.common.outbox import OutboxMixin
 from services.identity.models import (
     Challenge,
     CodeTarget,
@@ -17,6 +18,7 @@ from services.identity.models import (
     RateCounter,
     RefreshToken,
     SigningKey,
+    UsedAssertion,
     User,
 )
 
@@ -53,13 +55,16 @@ class IdentityRepository:
 
     async def lock_target(self, key: str) -> CodeTarget:
         """Creates the target if missing, then locks it (serialises starts and verifies per target)."""
-        stmt = self._insert(CodeTarget).values(key=key, failures=0)  # type: ignore[attr-defined]
-        await self.session.execute(stmt.on_conflict_do_nothing())
-        row = (await self.session.scalars(
-            select(CodeTarget).where(CodeTarget.key == key).with_for_update()
-            .execution_options(populate_existing=True)
-        )).one()
-        return row
+        for _ in range(3):  # the clean-up job may delete an idle target between the two statements
+            stmt = self._insert(CodeTarget).values(key=key, failures=0)  # type: ignore[attr-defined]
+            await self.session.execute(stmt.on_conflict_do_nothing())
+            row = (await self.session.scalars(
+                select(CodeTarget).where(CodeTarget.key == key).with_for_update()
+                .execution_options(populate_existing=True)
+            )).first()
+            if row is not None:
+                return row
+        raise RuntimeError(f"code target {key} vanished three times in a row")
 
     async def challenge(self, challenge_id: str, *, lock: bool = False) -> Challenge | None:
         stmt = select(Challenge).where(Challenge.id == challenge_id)
@@ -84,11 +89,42 @@ class IdentityRepository:
         return int((await self.session.execute(stmt)).scalar_one())
 
     async def purge_counters(self, now: datetime, limit: int = 1000) -> int:
+        return await self._purge(RateCounter, RateCounter.key, RateCounter.expires_at <= now, limit)
+
+    async def purge_challenges(self, before: datetime, limit: int = 1000) -> int:
+        return await self._purge(Challenge, Challenge.id, Challenge.expires_at < before, limit)
+
+    async def purge_idle_targets(self, before: datetime, now: datetime, limit: int = 1000) -> int:
+        """Targets with no code sent since `before` and no lock in force: their cooldown is long
+        over and (their codes having expired) their failure count no longer matters."""
+        idle = ((CodeTarget.last_sent_at.is_(None) | (CodeTarget.last_sent_at < before))
+                & (CodeTarget.locked_until.is_(None) | (CodeTarget.locked_until < now)))
+        return await self._purge(CodeTarget, CodeTarget.key, idle, limit)
+
+    async def purge_used_assertions(self, now: datetime, limit: int = 1000) -> int:
+        return await self._purge(UsedAssertion, UsedAssertion.id, UsedAssertion.expires_at < now, limit)
+
+    async def purge_sent_outbox(self, model: type[OutboxMixin], before: datetime, limit: int = 1000) -> int:
+        return await self._purge(model, model.id, model.sent_at < before, limit)
+
+    async def _purge(self, model: type, column: object, condition: object, limit: int) -> int:
+        """Deletes up to `limit` rows matching `condition`. Rows another replica is touching are
+        skipped (FOR UPDATE SKIP LOCKED on PostgreSQL), so concurrent clean-ups never wait on or
+        deadlock with each other or with live requests."""
         keys = (await self.session.scalars(
-            select(RateCounter.key).where(RateCounter.expires_at <= now).limit(limit))).all()
+            select(column).where(condition).limit(limit).with_for_update(skip_locked=True))).all()  # type: ignore
         if keys:
-            await self.session.execute(delete(RateCounter).where(RateCounter.key.in_(keys)))
+            await self.session.execute(delete(model).where(column.in_(keys)))  # type: ignore[attr-defined]
         return len(keys)
+
+    # operator assertions
+
+    async def spend_assertion(self, assertion_id: str, expires_at: datetime) -> bool:
+        """Records an assertion as used; False when it already was (concurrent uses: one wins)."""
+        stmt = self._insert(UsedAssertion).values(id=assertion_id, expires_at=expires_at)  # type: ignore
+        result = await self.session.execute(
+            stmt.on_conflict_do_nothing(index_elements=[UsedAssertion.id]).returning(UsedAssertion.id))
+        return result.first() is not None
 
     # refresh tokens
 
@@ -108,10 +144,23 @@ class IdentityRepository:
     # signing keys
 
     async def active_signing_keys(self) -> list[SigningKey]:
+        """Unretired keys, newest first."""
         return list((await self.session.scalars(
-            select(SigningKey).where(SigningKey.retired_at.is_(None))
-            .order_by(SigningKey.created_at.desc(), SigningKey.kid.desc())
+            select(SigningKey).where(SigningKey.retired_at.is_(None)).order_by(SigningKey.generation.desc())
         )).all())
+
+    async def signing_key(self, kid: str, *, lock: bool = False) -> SigningKey | None:
+        stmt = select(SigningKey).where(SigningKey.kid == kid)
+        if lock:
+            stmt = stmt.with_for_update()
+        return (await self.session.scalars(stmt)).first()
+
+    async def last_key_generation(self) -> int:
+        return int((await self.session.scalar(select(func.max(SigningKey.generation)))) or 0)
+
+    async def retire_signing_keys(self, kids: list[str], now: datetime) -> None:
+        await self.session.execute(
+            update(SigningKey).where(SigningKey.kid.in_(kids), SigningKey.retired_at.is_(None)).values(retired_at=now))
 
     # notifications
 

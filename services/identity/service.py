@@ -8,9 +8,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy.exc import IntegrityError
 
@@ -39,6 +39,8 @@ from services.identity.repository import IdentityRepository
 log = logging.getLogger("cashback.identity")
 
 DEV_OUTBOX_LIMIT = 100
+# Beyond the replicas' key refresh interval: clock skew and in-flight requests.
+KEY_GRACE_SECONDS = 60
 
 
 @dataclass(frozen=True)
@@ -69,8 +71,8 @@ class PublicKey:
     public_key_pem: str
 
 
-def _digest(value: str) -> str:
-    return hashlib.sha256(value.encode()).hexdigest()[:32]
+def _digest(value: str, length: int = 32) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()[:length]
 
 
 class Identity:
@@ -81,25 +83,65 @@ class Identity:
         self._s = settings
         self._counters = counters
         self._on_enqueued = on_enqueued
-        self._signing_key: tokens.KeyPair | None = None
+        self._key_cache: tuple[datetime, tokens.KeyPair] | None = None
+        self._known = domain.KnownRefusals()
 
     # --- signing keys ---------------------------------------------------------------------
 
     async def ensure_signing_key(self) -> tokens.KeyPair:
-        """The newest active key, made on first start. Shared by replicas through the database."""
+        """The key that signs now; a fresh install makes its first key (replicas racing make one)."""
+        self._key_cache = None
+        return await self._key()
+
+    async def add_signing_key(self, after_generation: int | None = None) -> str:
+        """Adds (and publishes) the next key; it starts signing once published for
+        `signing_key_publish_seconds`. `after_generation`: add only if the newest key is still that
+        one (replicas rotating at once make one key). Answers the new kid, or "" if another won."""
+        now = self._clock.now()
+        pair = tokens.new_key_pair(now)
+        try:
+            async with self._db.transaction() as session:
+                repo = IdentityRepository(session)
+                generation = (await repo.last_key_generation() if after_generation is None else after_generation) + 1
+                repo.add(_signing_key_row(pair, generation, now))
+        except IntegrityError:
+            return ""
+        log.info("added access-token signing key %s (generation %d)", pair.kid, generation)
+        self._key_cache = None
+        return pair.kid
+
+    async def retire_signing_key(self, kid: str) -> None:
+        """Stops publishing a key at once (e.g. a leaked key): tokens it signed stop verifying.
+        The only active key cannot be retired (rotate first)."""
+        now = self._clock.now()
         async with self._db.transaction() as session:
             repo = IdentityRepository(session)
-            keys = await repo.active_signing_keys()
-            if keys:
-                newest = keys[0]
-                pair = tokens.KeyPair(newest.kid, newest.private_key_pem, newest.public_key_pem)
-            else:
-                now = self._clock.now()
-                pair = tokens.new_key_pair(now)
-                repo.add(_signing_key_row(pair, now))
-                log.info("generated access-token signing key %s", pair.kid)
-        self._signing_key = pair
-        return pair
+            active = await repo.active_signing_keys()
+            if kid not in {k.kid for k in active}:
+                raise domain.SigningKeyUnknown(f"no active signing key {kid}")
+            if len(active) == 1:
+                raise domain.LastSigningKey("the only active key cannot be retired: add a new one first")
+            await repo.retire_signing_keys([kid], now)
+        log.warning("signing key %s retired by an administrator", kid)
+        self._key_cache = None
+
+    async def rotate_signing_keys(self) -> None:
+        """The rotation job (every replica runs it): a new key when the newest has lived its
+        lifetime; keys retired once no unexpired token can carry them."""
+        s = self._s
+        now = self._clock.now()
+        async with self._db.sessions() as session:
+            published = [_published(r) for r in await IdentityRepository(session).active_signing_keys()]
+        if tokens.rotation_due(published, now, s.signing_key_lifetime_seconds):
+            await self.add_signing_key(max((k.generation for k in published), default=0))
+        retire = tokens.retirable_kids(published, now, publish_seconds=s.signing_key_publish_seconds,
+                                       token_ttl_seconds=s.access_token_ttl_seconds,
+                                       grace_seconds=s.signing_key_check_seconds + KEY_GRACE_SECONDS)
+        if retire:
+            async with self._db.transaction() as session:
+                await IdentityRepository(session).retire_signing_keys(retire, now)
+            log.info("retired signing keys %s: every token they signed has expired", ", ".join(retire))
+            self._key_cache = None
 
     async def signing_keys(self) -> list[PublicKey]:
         async with self._db.sessions() as session:
@@ -107,28 +149,35 @@ class Identity:
         return [PublicKey(r.kid, r.algorithm, r.public_key_pem) for r in rows]
 
     async def _key(self) -> tokens.KeyPair:
-        return self._signing_key or await self.ensure_signing_key()
+        """The signing key, re-read from the database every `signing_key_check_seconds` (so that
+        every replica follows a rotation)."""
+        now = self._clock.now()
+        cache = self._key_cache
+        if cache is not None and cache[0] <= now < cache[0] + timedelta(seconds=self._s.signing_key_check_seconds):
+            return cache[1]
+        async with self._db.sessions() as session:
+            rows = await IdentityRepository(session).active_signing_keys()
+        if not rows:
+            await self.add_signing_key(0)
+            async with self._db.sessions() as session:
+                rows = await IdentityRepository(session).active_signing_keys()
+        kid = tokens.signing_kid([_published(r) for r in rows], now, self._s.signing_key_publish_seconds)
+        row = next(r for r in rows if r.kid == kid)
+        pair = tokens.KeyPair(row.kid, row.private_key_pem, row.public_key_pem)
+        self._key_cache = (now, pair)
+        return pair
 
     # --- phone sign-in --------------------------------------------------------------------
 
     async def start_phone_challenge(self, raw_phone: str, client_address: str) -> ChallengeStarted:
         phone = domain.normalise_phone(raw_phone)
-        now = self._clock.now()
         s = self._s
-        async with self._db.transaction() as session:
-            repo = IdentityRepository(session)
-            target = await repo.lock_target(f"phone:{phone.e164}")
-            domain.check_resend(target.last_sent_at, target.locked_until, now,
-                                timedelta(seconds=s.resend_cooldown_seconds))
-            await self._spend(repo, now, [
-                (Limit("address-hour", s.address_codes_per_hour, 3600), client_address),
-                (Limit("phone-hour", s.phone_codes_per_hour, 3600), phone.e164),
-                (Limit("phone-day", s.phone_codes_per_day, 86400), phone.e164),
-                (Limit("sms-minute", s.sms_per_minute, 60), "all"),
-            ])
-            started = await self._new_challenge(repo, target, Purpose.PHONE, phone.e164, None, now)
-        self._on_enqueued()
-        return started
+        return await self._start_challenge(f"phone:{phone.e164}", Purpose.PHONE, phone.e164, None, [
+            (Limit("address-hour", s.address_codes_per_hour, 3600), client_address),
+            (Limit("phone-hour", s.phone_codes_per_hour, 3600), phone.e164),
+            (Limit("phone-day", s.phone_codes_per_day, 86400), phone.e164),
+            (Limit("sms-minute", s.sms_per_minute, 60), "all"),
+        ])
 
     async def verify_phone_challenge(self, challenge_id: str, code: str, referral_code: str) -> SignIn:
         now = self._clock.now()
@@ -143,10 +192,13 @@ class Identity:
                 if user is None:
                     referrer_id = await self._referrer_at_sign_up(repo, referral_code, challenge.destination)
                     user = await self._create_user(repo, challenge.destination, referrer_id, now)
+                else:
+                    await self._referral_at_sign_in(repo, referral_code, user)
                 challenge.consumed_at = now
                 target.failures = 0
                 issued = await self._issue_tokens(repo, user.id, now)
         if failure is not None:
+            self._remember_lock(target, now)
             raise failure
         if created:
             log.info("user %s signed up (referred: %s)", user.id, bool(user.referrer_user_id))
@@ -155,14 +207,18 @@ class Identity:
     async def sign_in_with_operator(self, assertion: str) -> SignIn:
         now = self._clock.now()
         s = self._s
-        raw_phone = tokens.verify_operator_assertion(
+        verified = tokens.verify_operator_assertion(
             assertion, s.sso_public_key_pem, issuer=s.operator_sso_issuer, audience=s.operator_sso_audience, now=now)
         try:
-            phone = domain.normalise_phone(raw_phone)
+            phone = domain.normalise_phone(verified.phone)
         except domain.PhoneInvalid as exc:
             raise domain.AssertionInvalid("operator assertion carries no Russian mobile number") from exc
         async with self._db.transaction() as session:
             repo = IdentityRepository(session)
+            # One assertion, one sign-in: a captured assertion replayed within its lifetime is refused.
+            if not await repo.spend_assertion(_digest(f"{s.operator_sso_issuer}:{verified.jti}", 64),
+                                              verified.expires_at):
+                raise domain.AssertionReplayed("this operator assertion was already used")
             await repo.lock_target(f"phone:{phone.e164}")  # serialises with code sign-ups of the number
             user = await repo.user_by_phone(phone.e164)
             created = user is None
@@ -282,6 +338,23 @@ class Identity:
         await repo.session.flush()
         return user
 
+    async def _referral_at_sign_in(self, repo: IdentityRepository, raw_code: str, user: User) -> None:
+        """A code given by an existing user: fine if it names their own referrer (a retried
+        sign-up), a clear error otherwise (the SMS code stays unspent, so they can retry without)."""
+        code = domain.normalise_referral_code(raw_code)
+        if not code:
+            return
+        referrer = await repo.user_by_referral_code(code) if domain.is_well_formed_referral_code(code) else None
+        if referrer is None:
+            raise domain.ReferralCodeUnknown("no user has this referral code")
+        if referrer.id == user.referrer_user_id:
+            return
+        if referrer.id == user.id:
+            raise domain.SelfReferral("one cannot refer oneself")
+        if user.referrer_user_id:
+            raise domain.ReferrerAlreadySet("this user already has a referrer")
+        raise domain.ReferralOnlyAtSignUp("a referral code is taken only at sign-up")
+
     async def _referrer_at_sign_up(self, repo: IdentityRepository, raw_code: str, phone: str) -> str | None:
         """A friend's referral code is taken only at sign-up; a code that is not a user's is refused
         (before the SMS code is spent, so the person can retry without it)."""
@@ -299,19 +372,11 @@ class Identity:
 
     async def start_email_challenge(self, user_id: str, raw_email: str) -> ChallengeStarted:
         email = domain.normalise_email(raw_email)
-        now = self._clock.now()
+        await self.get_user(user_id)
         s = self._s
-        async with self._db.transaction() as session:
-            repo = IdentityRepository(session)
-            if not user_id or await repo.user(user_id) is None:
-                raise domain.UserNotFound(f"no user {user_id}")
-            target = await repo.lock_target(f"email:{user_id}")
-            domain.check_resend(target.last_sent_at, target.locked_until, now,
-                                timedelta(seconds=s.resend_cooldown_seconds))
-            await self._spend(repo, now, [(Limit("email-user-hour", s.email_codes_per_hour, 3600), user_id)])
-            started = await self._new_challenge(repo, target, Purpose.EMAIL, email, user_id, now)
-        self._on_enqueued()
-        return started
+        return await self._start_challenge(f"email:{user_id}", Purpose.EMAIL, email, user_id, [
+            (Limit("email-user-hour", s.email_codes_per_hour, 3600), user_id),
+        ])
 
     async def verify_email_challenge(self, user_id: str, challenge_id: str, code: str) -> User:
         now = self._clock.now()
@@ -329,26 +394,63 @@ class Identity:
                 challenge.consumed_at = now
                 target.failures = 0
         if failure is not None:
+            self._remember_lock(target, now)
             raise failure
         return user
 
     # --- codes ----------------------------------------------------------------------------
 
-    async def _spend(self, repo: IdentityRepository, now: datetime, checks: list[tuple[Limit, str]]) -> None:
-        """Counts one more code against each limit, in order; the first one exceeded refuses."""
-        for limit, value in checks:
-            if limit.limit <= 0 or not value:
-                continue
-            window = limit.window_start(now)
-            key = f"{limit.scope}:{_digest(value)}:{window}"
+    async def _start_challenge(self, target_key: str, purpose: Purpose, destination: str, user_id: str | None,
+                               limits: list[tuple[Limit, str]]) -> ChallengeStarted:
+        """Cooldown and lock first (a resend refused there costs no budget), then every limit in
+        order; a code is counted only when it is sent. Refusals that will hold for a while are
+        remembered, so that a flood is mostly answered without the database."""
+        now = self._clock.now()
+        cooldown = timedelta(seconds=self._s.resend_cooldown_seconds)
+        counted = [(limit, limit.key(value, now)) for limit, value in limits if limit.limit > 0 and value]
+        self._known.check(target_key, now)
+        for _, key in counted:
+            self._known.check(key, now)
+        spent: list[str] = []
+        try:
+            async with self._db.transaction() as session:
+                repo = IdentityRepository(session)
+                target = await repo.lock_target(target_key)
+                block = domain.resend_block(target.last_sent_at, target.locked_until, now, cooldown)
+                if block is not None:
+                    until, error, message = block
+                    self._known.remember(target_key, until, error, message, now)
+                    raise error(message, retry_after_seconds=domain.seconds_until(until, now))
+                await self._spend(repo, now, counted, spent)
+                started = await self._new_challenge(repo, target, purpose, destination, user_id, now)
+        except BaseException:
+            # Redis counted codes that were not sent (the database's counts rolled back by themselves).
+            await self._counters.give_back(spent)
+            raise
+        self._known.remember(target_key, now + cooldown, domain.ResendCooldown, "a code was sent recently", now)
+        self._on_enqueued()
+        return started
+
+    async def _spend(self, repo: IdentityRepository, now: datetime, counted: list[tuple[Limit, str]],
+                     spent: list[str]) -> None:
+        """Counts one more code against each limit, in order; the first one exceeded refuses.
+        Keys counted in Redis are appended to `spent` (to be given back if no code goes out)."""
+        for limit, key in counted:
             count = await self._counters.hit(key, limit.window_seconds)
             if count is None:
-                expires = datetime.fromtimestamp(window + limit.window_seconds, UTC)
-                count = await repo.hit_counter(key, expires)
+                count = await repo.hit_counter(key, limit.window_end(now))
+            else:
+                spent.append(key)
             if count > limit.limit:
                 log.warning("rate limit %s reached (%d per %d s)", limit.scope, limit.limit, limit.window_seconds)
-                raise domain.RateLimited("too many codes requested: try again later",
-                                         retry_after_seconds=limit.retry_after(now), limit=limit.scope)
+                message = "too many codes requested: try again later"
+                self._known.remember(key, limit.window_end(now), domain.RateLimited, message, now, limit=limit.scope)
+                raise domain.RateLimited(message, retry_after_seconds=limit.retry_after(now), limit=limit.scope)
+
+    def _remember_lock(self, target: CodeTarget, now: datetime) -> None:
+        if target.locked_until is not None and now < target.locked_until:
+            self._known.remember(target.key, target.locked_until, domain.PhoneLocked,
+                                 "too many wrong codes: try again later", now)
 
     async def _new_challenge(self, repo: IdentityRepository, target: CodeTarget, purpose: Purpose,
                              destination: str, user_id: str | None, now: datetime) -> ChallengeStarted:
@@ -388,6 +490,12 @@ class Identity:
             domain.check_challenge(
                 domain.ChallengeState(challenge.expires_at, challenge.attempts, challenge.consumed_at is not None),
                 now, s.max_code_attempts)
+        except domain.CodeLocked as exc:
+            # Retry after: when a new code may be requested.
+            block = domain.resend_block(target.last_sent_at, target.locked_until, now,
+                                        timedelta(seconds=s.resend_cooldown_seconds))
+            retry_after = domain.seconds_until(block[0], now) if block else 1
+            return domain.CodeLocked(exc.message, retry_after_seconds=retry_after)
         except DomainError as exc:
             return exc
         if domain.code_matches(s.code_pepper, challenge.id, code or "", challenge.code_hash):
@@ -460,9 +568,34 @@ class Identity:
         async with self._db.sessions() as session:
             return await IdentityRepository(session).dev_messages(recipient, DEV_OUTBOX_LIMIT)
 
-    async def purge_expired_counters(self) -> int:
-        async with self._db.transaction() as session:
-            return await IdentityRepository(session).purge_counters(self._clock.now())
+    async def purge_expired(self, batch: int = 1000) -> dict[str, int]:
+        """The clean-up job (safe on every replica at once): expired rate counters and spent
+        assertions; challenges expired, code targets idle and outbox rows sent longer ago than
+        `record_retention_seconds` (never less than a code's lifetime). Batches of `batch` rows,
+        each in its own short transaction."""
+        now = self._clock.now()
+        s = self._s
+        before = now - timedelta(seconds=max(s.record_retention_seconds, s.code_ttl_seconds, 0))
+        jobs: dict[str, Callable[[IdentityRepository], Awaitable[int]]] = {
+            "rate_counters": lambda repo: repo.purge_counters(now, batch),
+            "used_assertions": lambda repo: repo.purge_used_assertions(now, batch),
+            "challenges": lambda repo: repo.purge_challenges(before, batch),
+            "code_targets": lambda repo: repo.purge_idle_targets(before, now, batch),
+            "outbox": lambda repo: repo.purge_sent_outbox(OutboxMessage, before, batch),
+        }
+        deleted = {}
+        for name, job in jobs.items():
+            total = 0
+            while True:
+                async with self._db.transaction() as session:
+                    count = await job(IdentityRepository(session))
+                total += count
+                if count < batch:
+                    break
+            deleted[name] = total
+        if any(deleted.values()):
+            log.info("clean-up deleted %s", deleted)
+        return deleted
 
 
 def _primary(rows: list[Notification]) -> str:
@@ -470,6 +603,10 @@ def _primary(rows: list[Notification]) -> str:
     return min(rows, key=lambda r: (r.channel != Channel.SMS.value, r.created_at, r.id)).id
 
 
-def _signing_key_row(pair: tokens.KeyPair, now: datetime) -> SigningKey:
-    return SigningKey(kid=pair.kid, algorithm=tokens.ALGORITHM, private_key_pem=pair.private_key_pem,
-                      public_key_pem=pair.public_key_pem, created_at=now)
+def _signing_key_row(pair: tokens.KeyPair, generation: int, now: datetime) -> SigningKey:
+    return SigningKey(kid=pair.kid, generation=generation, algorithm=tokens.ALGORITHM,
+                      private_key_pem=pair.private_key_pem, public_key_pem=pair.public_key_pem, created_at=now)
+
+
+def _published(row: SigningKey) -> tokens.PublishedKey:
+    return tokens.PublishedKey(row.kid, row.generation, row.created_at)

@@ -274,14 +274,38 @@ async def test_an_unknown_referral_code_is_refused_without_spending_the_sms_code
     assert referrer.referrer_user_id == ""
 
 
-async def test_a_referral_code_is_taken_only_at_sign_up(identity):
+async def test_a_referral_code_is_taken_only_at_sign_up_and_a_second_referrer_is_refused(identity):
     friend = (await sign_up(identity)).user
+    other = (await sign_up(identity)).user
     existing = await sign_up(identity)
+    referred = await sign_up(identity, referral_code=friend.referral_code)
     identity.clock.advance(timedelta(seconds=60))
-    again = await sign_up(identity, existing.user.phone, referral_code=friend.referral_code)
+
+    async def sign_in(phone: str, referral_code: str) -> pb.VerifyPhoneChallengeResponse:
+        sent = len((await identity.stub.ListDevOutbox(pb.ListDevOutboxRequest(to=phone))).messages)
+        challenge = await start(identity.stub, phone)
+        code = await latest_code(identity.stub, phone, sent + 1)
+        request = pb.VerifyPhoneChallengeRequest(challenge_id=challenge.challenge_id, code=code,
+                                                 referral_code=referral_code)
+        try:
+            return await identity.stub.VerifyPhoneChallenge(request)
+        finally:
+            identity.clock.advance(timedelta(seconds=60))
+
+    for phone, code, reason in [
+        (existing.user.phone, friend.referral_code, "REFERRAL_ONLY_AT_SIGN_UP"),
+        (referred.user.phone, other.referral_code, "REFERRER_ALREADY_SET"),
+        (friend.phone, friend.referral_code, "SELF_REFERRAL"),
+    ]:
+        err = await rpc_error(sign_in(phone, code))
+        assert err.code() == grpc.StatusCode.FAILED_PRECONDITION or reason == "SELF_REFERRAL"
+        assert error_info(err).reason == reason
+    # The friend's own code again (a retried sign-up) is fine, and changes nothing.
+    again = await sign_in(referred.user.phone, friend.referral_code)
     assert not again.created
-    referrer = await identity.stub.GetReferrer(pb.GetReferrerRequest(user_id=existing.user.user_id))
-    assert referrer.referrer_user_id == ""
+    for user, referrer in [(existing.user, ""), (referred.user, friend.user_id)]:
+        answer = await identity.stub.GetReferrer(pb.GetReferrerRequest(user_id=user.user_id))
+        assert answer.referrer_user_id == referrer
 
 
 # --- tokens ---------------------------------------------------------------------------------
@@ -630,3 +654,199 @@ async def test_sms_goes_through_the_http_provider_with_retries_and_email_through
     finally:
         provider.close()
         await smtp.close()
+
+
+# --- round 2: single-use assertions, key rotation, clean-up, limits everywhere ---------------------
+
+
+async def test_an_operator_assertion_signs_in_once(identity):
+    assertion = sign_assertion(mts_number(), now=identity.clock.now())
+    await identity.stub.SignInWithOperator(pb.SignInWithOperatorRequest(assertion=assertion))
+    replays = await asyncio.gather(
+        *(identity.stub.SignInWithOperator(pb.SignInWithOperatorRequest(assertion=assertion)) for _ in range(5)),
+        return_exceptions=True)
+    for err in replays:
+        assert isinstance(err, grpc.aio.AioRpcError), err
+        assert err.code() == grpc.StatusCode.UNAUTHENTICATED and error_info(err).reason == "ASSERTION_REPLAYED"
+    without_jti = sign_assertion(mts_number(), now=identity.clock.now(), jti=None)
+    err = await rpc_error(identity.stub.SignInWithOperator(pb.SignInWithOperatorRequest(assertion=without_jti)))
+    assert error_info(err).reason == "ASSERTION_INVALID"
+
+
+async def test_concurrent_uses_of_one_assertion_sign_in_once(identity):
+    assertion = sign_assertion(mts_number(), now=identity.clock.now())
+    answers = await asyncio.gather(
+        *(identity.stub.SignInWithOperator(pb.SignInWithOperatorRequest(assertion=assertion)) for _ in range(8)),
+        return_exceptions=True)
+    assert sum(not isinstance(a, BaseException) for a in answers) == 1
+    assert all(error_info(a).reason == "ASSERTION_REPLAYED" for a in answers if isinstance(a, BaseException))
+
+
+async def keys_until(stub, predicate) -> pb.ListSigningKeysResponse:
+    for _ in range(500):
+        keys = await stub.ListSigningKeys(pb.ListSigningKeysRequest())
+        if predicate(keys):
+            return keys
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"signing keys never matched: {keys}")
+
+
+async def test_signing_keys_rotate_with_an_overlap_and_old_tokens_keep_verifying(start_service):
+    day = 24 * 3600
+    c = await _client(start_service, signing_key_lifetime_seconds=day, signing_key_publish_seconds=60,
+                      signing_key_check_seconds=0.02)
+    old_token = (await sign_up(c)).tokens.access_token
+    (old,) = (await c.stub.ListSigningKeys(pb.ListSigningKeysRequest())).keys
+    c.clock.advance(timedelta(seconds=day))
+    keys = await keys_until(c.stub, lambda k: len(k.keys) == 2)
+    new = next(k for k in keys.keys if k.key_id != old.key_id)
+    decode_access(old_token, keys)  # the old key is still published
+    # Published but not signing yet: verifiers caching the key set get a minute to see it.
+    assert jwt.get_unverified_header((await sign_up(c)).tokens.access_token)["kid"] == old.key_id
+    c.clock.advance(timedelta(seconds=61))
+    fresh = (await sign_up(c)).tokens.access_token
+    assert jwt.get_unverified_header(fresh)["kid"] == new.key_id
+    decode_access(fresh, keys)
+    decode_access(old_token, await c.stub.ListSigningKeys(pb.ListSigningKeysRequest()))
+    # Once every token the old key signed has expired (15 min + grace), it is no longer published.
+    c.clock.advance(timedelta(seconds=900 + 120))
+    keys = await keys_until(c.stub, lambda k: len(k.keys) == 1)
+    assert keys.keys[0].key_id == new.key_id
+    with pytest.raises(StopIteration):
+        decode_access(old_token, keys)
+
+
+async def test_replicas_rotating_at_once_make_one_new_key(start_service):
+    first = await _client(start_service, signing_key_lifetime_seconds=3600, signing_key_check_seconds=0.01)
+    clock = first.clock
+    replicas = [await _client(start_service, clock, database_url=first.service.settings.database_url,
+                              signing_key_lifetime_seconds=3600, signing_key_check_seconds=0.01) for _ in range(2)]
+    clock.advance(timedelta(seconds=3600))
+    await keys_until(first.stub, lambda k: len(k.keys) == 2)
+    await asyncio.sleep(0.3)  # more rotation checks on all three replicas: still two keys
+    for c in [first, *replicas]:
+        assert len((await c.stub.ListSigningKeys(pb.ListSigningKeysRequest())).keys) == 2
+
+
+async def admin(database_url: str, *args: str) -> tuple[int, str, str]:
+    import os
+    import sys
+
+    env = {**os.environ, "IDENTITY_DATABASE_URL": database_url, "PYTHONPATH": ".:gen"}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "services.identity", *args, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(process.communicate(), 120)
+    return process.returncode, out.decode(), err.decode()
+
+
+async def test_the_admin_command_rotates_and_retires_keys(start_service):
+    from services.common.clock import SystemClock
+
+    service = await start_service("identity", clock=SystemClock(), signing_key_publish_seconds=0,
+                                  signing_key_check_seconds=0)
+    stub = identity_pb2_grpc.IdentityServiceStub(open_channel(service.address))
+    url = service.settings.database_url
+    (old,) = (await stub.ListSigningKeys(pb.ListSigningKeysRequest())).keys
+    code, out, err = await admin(url, "rotate-key")
+    assert code == 0, err
+    new_kid = out.strip()
+    keys = await stub.ListSigningKeys(pb.ListSigningKeysRequest())
+    assert {k.key_id for k in keys.keys} == {old.key_id, new_kid}
+    assertion = sign_assertion(mts_number())
+    token = (await stub.SignInWithOperator(pb.SignInWithOperatorRequest(assertion=assertion))).tokens.access_token
+    assert jwt.get_unverified_header(token)["kid"] == new_kid
+    code, out, _ = await admin(url, "list-keys")
+    assert code == 0 and old.key_id in out and new_kid in out
+    assert (await admin(url, "retire-key", old.key_id))[0] == 0
+    assert [k.key_id for k in (await stub.ListSigningKeys(pb.ListSigningKeysRequest())).keys] == [new_kid]
+    code, _, err = await admin(url, "retire-key", new_kid)
+    assert code == 1 and "LAST_SIGNING_KEY" in err
+    assert (await admin(url, "no-such-command"))[0] == 2
+
+
+async def test_the_clean_up_job_deletes_expired_records(start_service):
+    from sqlalchemy import func, select
+
+    from services.common.db import Database
+    from services.identity.models import Challenge, CodeTarget, OutboxMessage, UsedAssertion
+
+    c = await _client(start_service, cleanup_interval_seconds=0.02, record_retention_seconds=3600)
+    user = (await sign_up(c)).user
+    await c.stub.SignInWithOperator(pb.SignInWithOperatorRequest(
+        assertion=sign_assertion(mts_number(), now=c.clock.now())))
+    await outbox(c.stub, user.phone)
+    db = Database(c.service.settings.database_url)
+
+    async def counts() -> dict[str, int]:
+        async with db.sessions() as session:
+            return {model.__tablename__: await session.scalar(select(func.count()).select_from(model))
+                    for model in (Challenge, CodeTarget, OutboxMessage, UsedAssertion)}
+
+    try:
+        for _ in range(500):  # the code's outbox row gets sent
+            async with db.sessions() as session:
+                if await session.scalar(select(func.count()).select_from(OutboxMessage)
+                                        .where(OutboxMessage.sent_at.is_not(None))):
+                    break
+            await asyncio.sleep(0.02)
+        assert all(await counts())
+        c.clock.advance(timedelta(hours=2))
+        for _ in range(500):
+            if not any((now := await counts()).values()):
+                break
+            await asyncio.sleep(0.02)
+        assert now == dict.fromkeys(now, 0)
+        # The user and their sign-in are untouched; the phone starts afresh.
+        assert (await c.stub.GetUser(pb.GetUserRequest(user_id=user.user_id))).user == user
+        await sign_up(c, user.phone)
+    finally:
+        await db.dispose()
+
+
+async def test_an_email_never_signs_anyone_in(identity):
+    user = (await sign_up(identity)).user
+    challenge = await identity.stub.StartEmailChallenge(
+        pb.StartEmailChallengeRequest(user_id=user.user_id, email="maria@example.com"))
+    code = await latest_code(identity.stub, "maria@example.com")
+    err = await rpc_error(identity.stub.VerifyPhoneChallenge(
+        pb.VerifyPhoneChallengeRequest(challenge_id=challenge.challenge_id, code=code)))
+    assert err.code() == grpc.StatusCode.UNAUTHENTICATED and error_info(err).reason == "CODE_INVALID"
+    err = await rpc_error(start(identity.stub, "maria@example.com"))
+    assert error_info(err).reason == "PHONE_INVALID"
+    confirmed = await identity.stub.VerifyEmailChallenge(pb.VerifyEmailChallengeRequest(
+        user_id=user.user_id, challenge_id=challenge.challenge_id, code=code))
+    assert confirmed.user.email == "maria@example.com"
+    assert list(pb.VerifyEmailChallengeResponse.DESCRIPTOR.fields_by_name) == ["user"]  # no tokens
+
+
+async def test_every_code_limit_answers_resource_exhausted_with_retry_after(start_service):
+    c = await _client(start_service, email_codes_per_hour=1, address_codes_per_hour=1, phone_codes_per_day=1)
+    user = (await sign_up(c)).user  # spends the address's one code an hour and the phone's one a day
+    refusals = []
+    refusals.append(await rpc_error(start(c.stub, mts_number())))  # address
+    c.clock.advance(timedelta(seconds=60))
+    refusals.append(await rpc_error(start(c.stub, user.phone, "192.0.2.1")))  # phone per day
+    await c.stub.StartEmailChallenge(pb.StartEmailChallengeRequest(user_id=user.user_id, email="a@example.com"))
+    refusals.append(await rpc_error(c.stub.StartEmailChallenge(  # e-mail cooldown
+        pb.StartEmailChallengeRequest(user_id=user.user_id, email="a@example.com"))))
+    c.clock.advance(timedelta(seconds=60))
+    refusals.append(await rpc_error(c.stub.StartEmailChallenge(  # e-mail codes per hour
+        pb.StartEmailChallengeRequest(user_id=user.user_id, email="a@example.com"))))
+    reasons = []
+    for err in refusals:
+        info = error_info(err)
+        assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and int(info.metadata["retry_after_seconds"]) > 0
+        reasons.append(info.metadata.get("limit", info.reason))
+    assert reasons == ["address-hour", "phone-day", "RESEND_COOLDOWN", "email-user-hour"]
+    # A locked code says when a new one may be asked for.
+    phone = mts_number()
+    challenge = await start(c.stub, phone, "192.0.2.2")
+    code = await latest_code(c.stub, phone)
+    for _ in range(5):
+        await rpc_error(c.stub.VerifyPhoneChallenge(
+            pb.VerifyPhoneChallengeRequest(challenge_id=challenge.challenge_id, code=wrong(code))))
+    c.clock.advance(timedelta(seconds=20))
+    err = await rpc_error(c.stub.VerifyPhoneChallenge(
+        pb.VerifyPhoneChallengeRequest(challenge_id=challenge.challenge_id, code=code)))
+    assert error_info(err).reason == "CODE_LOCKED" and error_info(err).metadata["retry_after_seconds"] == "40"

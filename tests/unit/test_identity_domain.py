@@ -151,7 +151,7 @@ def test_the_dev_sso_key_pair_matches_what_identity_trusts_in_dev():
 def test_operator_assertions_are_checked_against_the_given_clock():
     def verify(assertion: str, now: datetime = NOW) -> str:
         return tokens.verify_operator_assertion(assertion, DEV_PUBLIC_KEY_PEM, issuer=DEV_ISSUER,
-                                                audience="cashback", now=now)
+                                                audience="cashback", now=now).phone
 
     assert verify(sign_assertion("+79821234567", now=NOW)) == "+79821234567"
     with pytest.raises(domain.AssertionInvalid):

@@ -1,8 +1,8 @@
 """users codes tokens notifications
 
-Revision ID: fe09f0114ece
+Revision ID: b8c68b940c4d
 Revises: 
-Create Date: 2026-11-25 08:15:43.951728
+Create Date: 2026-11-25 08:38:29.044884
 """
 from collections.abc import Sequence
 
@@ -12,7 +12,7 @@ from alembic import op
 import services.common.db
 
 
-revision: str = 'fe09f0114ece'
+revision: str = 'b8c68b940c4d'
 down_revision: str | None = None
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
@@ -118,13 +118,23 @@ def upgrade() -> None:
 
     op.create_table('signing_keys',
     sa.Column('kid', sa.String(length=64), nullable=False),
+    sa.Column('generation', sa.Integer(), nullable=False),
     sa.Column('algorithm', sa.String(length=16), nullable=False),
     sa.Column('private_key_pem', sa.Text(), nullable=False),
     sa.Column('public_key_pem', sa.Text(), nullable=False),
     sa.Column('created_at', services.common.db.UTCDateTime(timezone=True), nullable=False),
     sa.Column('retired_at', services.common.db.UTCDateTime(timezone=True), nullable=True),
-    sa.PrimaryKeyConstraint('kid')
+    sa.PrimaryKeyConstraint('kid'),
+    sa.UniqueConstraint('generation')
     )
+    op.create_table('used_assertions',
+    sa.Column('id', sa.String(length=64), nullable=False),
+    sa.Column('expires_at', services.common.db.UTCDateTime(timezone=True), nullable=False),
+    sa.PrimaryKeyConstraint('id')
+    )
+    with op.batch_alter_table('used_assertions', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_used_assertions_expires_at'), ['expires_at'], unique=False)
+
     op.create_table('users',
     sa.Column('id', sa.String(length=36), nullable=False),
     sa.Column('phone', sa.String(length=20), nullable=False),
@@ -153,6 +163,10 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_users_referrer_user_id'))
 
     op.drop_table('users')
+    with op.batch_alter_table('used_assertions', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_used_assertions_expires_at'))
+
+    op.drop_table('used_assertions')
     op.drop_table('signing_keys')
     with op.batch_alter_table('refresh_tokens', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_refresh_tokens_user_id'))
