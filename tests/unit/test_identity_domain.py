@@ -163,3 +163,34 @@ def test_operator_assertions_are_checked_against_the_given_clock():
     with pytest.raises(domain.AssertionInvalid):
         tokens.verify_operator_assertion(sign_assertion("+79821234567", now=NOW), "", issuer=DEV_ISSUER,
                                          audience="cashback", now=NOW)
+
+
+def test_the_signing_key_is_the_newest_published_long_enough_and_old_keys_retire_after_their_tokens():
+    k1 = tokens.PublishedKey("k1", 1, NOW - timedelta(days=30))
+    k2 = tokens.PublishedKey("k2", 2, NOW)
+    assert tokens.signing_kid([k1], NOW, 60) == "k1"
+    assert tokens.signing_kid([tokens.PublishedKey("k0", 1, NOW)], NOW, 60) == "k0"  # a fresh install signs at once
+    assert tokens.signing_kid([k1, k2], NOW + timedelta(seconds=59), 60) == "k1"
+    assert tokens.signing_kid([k1, k2], NOW + timedelta(seconds=60), 60) == "k2"
+    assert tokens.rotation_due([k1], NOW, 30 * 86400) and not tokens.rotation_due([k1, k2], NOW, 30 * 86400)
+    assert not tokens.rotation_due([k1], NOW, 0)
+    retire = {"publish_seconds": 60, "token_ttl_seconds": 900, "grace_seconds": 90}
+    assert tokens.retirable_kids([k1, k2], NOW + timedelta(seconds=60 + 900 + 89), **retire) == []
+    assert tokens.retirable_kids([k1, k2], NOW + timedelta(seconds=60 + 900 + 90), **retire) == ["k1"]
+
+
+def test_known_refusals_answer_until_their_moment_and_stay_bounded():
+    known = domain.KnownRefusals(max_entries=2)
+    known.check("phone:+79821234567", NOW)
+    known.remember("phone:+79821234567", NOW + timedelta(seconds=60), domain.ResendCooldown, "recent", NOW)
+    with pytest.raises(domain.ResendCooldown) as caught:
+        known.check("phone:+79821234567", NOW + timedelta(seconds=20))
+    assert caught.value.metadata["retry_after_seconds"] == "40"
+    known.check("phone:+79821234567", NOW + timedelta(seconds=60))
+    known.remember("sms-minute:x:0", NOW + timedelta(seconds=5), domain.RateLimited, "full", NOW, limit="sms-minute")
+    with pytest.raises(domain.RateLimited) as caught:
+        known.check("sms-minute:x:0", NOW)
+    assert caught.value.metadata == {"retry_after_seconds": "5", "limit": "sms-minute"}
+    for n in range(5):
+        known.remember(f"k{n}", NOW + timedelta(seconds=5), domain.RateLimited, "full", NOW)
+    assert len(known) <= 2
