@@ -45,7 +45,8 @@ async def build_runtime(settings: Settings, clock: Clock | None = None) -> Runti
     identity = IdentityClient(identity_channel)
     ledger = LedgerClient(ledger_channel)
     fingerprints = Fingerprints(redis, settings.redis_prefix + "postback:")
-    spool = AuditSpool(redis, db, prefix=settings.redis_prefix, batch=settings.audit_flush_batch)
+    spool = AuditSpool(redis, db, prefix=settings.redis_prefix, database_url=settings.database_url,
+                       batch=settings.audit_flush_batch)
     tracking = Tracking(
         db, clock, identity=identity, fingerprints=fingerprints, networks=networks, spool=spool,
         accrual_delay=timedelta(seconds=settings.accrual_delay_seconds),

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import json
 import logging
 import uuid
@@ -74,12 +75,15 @@ def _decode(text: bytes | str) -> dict[str, Any]:
 
 
 class AuditSpool:
-    def __init__(self, redis: Redis | None, db: Database, *, prefix: str, ttl_seconds: int = 7 * 24 * 3600,
-                 batch: int = 500, reclaim_idle_ms: int = 30_000) -> None:
+    def __init__(self, redis: Redis | None, db: Database, *, prefix: str, database_url: str,
+                 ttl_seconds: int = 7 * 24 * 3600, batch: int = 500, reclaim_idle_ms: int = 30_000) -> None:
         self._redis = redis
         self._db = db
         self._fingerprint_prefix = prefix + "postback:"
-        self._stream = prefix + "audit-spool"
+        # One stream per database: replicas of one deployment share it, while another deployment
+        # (another database) on the same Redis and prefix never flushes our records into its table.
+        scope = hashlib.sha256(database_url.encode()).hexdigest()[:16]
+        self._stream = f"{prefix}audit-spool:{scope}"
         self._ttl = str(ttl_seconds)
         self._batch = batch
         self._reclaim_idle_ms = reclaim_idle_ms
