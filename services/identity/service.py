@@ -181,6 +181,7 @@ class Identity:
 
     async def verify_phone_challenge(self, challenge_id: str, code: str, referral_code: str) -> SignIn:
         now = self._clock.now()
+        key = await self._key()
         failure: DomainError | None = None
         async with self._db.transaction() as session:
             repo = IdentityRepository(session)
@@ -196,7 +197,7 @@ class Identity:
                     await self._referral_at_sign_in(repo, referral_code, user)
                 challenge.consumed_at = now
                 target.failures = 0
-                issued = await self._issue_tokens(repo, user.id, now)
+                issued = self._issue_tokens(repo, key, user.id, now)
         if failure is not None:
             self._remember_lock(target, now)
             raise failure
@@ -207,6 +208,7 @@ class Identity:
     async def sign_in_with_operator(self, assertion: str) -> SignIn:
         now = self._clock.now()
         s = self._s
+        key = await self._key()
         verified = tokens.verify_operator_assertion(
             assertion, s.sso_public_key_pem, issuer=s.operator_sso_issuer, audience=s.operator_sso_audience, now=now)
         try:
@@ -228,13 +230,14 @@ class Identity:
             if not user.is_operator_subscriber:
                 user.is_operator_subscriber = True
                 user.updated_at = now
-            issued = await self._issue_tokens(repo, user.id, now)
+            issued = self._issue_tokens(repo, key, user.id, now)
         return SignIn(issued, user, created)
 
     # --- tokens ---------------------------------------------------------------------------
 
     async def refresh_tokens(self, refresh_token: str) -> Tokens:
         now = self._clock.now()
+        key = await self._key()
         failure: DomainError | None = None
         async with self._db.transaction() as session:
             repo = IdentityRepository(session)
@@ -248,7 +251,7 @@ class Identity:
                 raise domain.RefreshTokenInvalid("refresh token has expired")
             else:
                 row.used_at = now
-                issued = await self._issue_tokens(repo, row.user_id, now, family_id=row.family_id)
+                issued = self._issue_tokens(repo, key, row.user_id, now, family_id=row.family_id)
         if failure is not None:
             log.warning("refresh token reuse: family %s of user %s revoked", row.family_id, row.user_id)
             raise failure
@@ -264,10 +267,11 @@ class Identity:
             if row is not None:
                 await repo.revoke_family(row.family_id, now)
 
-    async def _issue_tokens(self, repo: IdentityRepository, user_id: str, now: datetime,
-                            family_id: str | None = None) -> Tokens:
+    def _issue_tokens(self, repo: IdentityRepository, key: tokens.KeyPair, user_id: str, now: datetime,
+                      family_id: str | None = None) -> Tokens:
+        """`key` comes from `_key()`, read BEFORE the caller's transaction: on SQLite a second
+        connection inside it would wait for the first's write lock."""
         s = self._s
-        key = await self._key()
         access = tokens.issue_access_token(key, user_id, now, s.access_token_ttl_seconds,
                                            issuer=s.token_issuer, audience=s.token_audience)
         refresh = tokens.new_refresh_token()
