@@ -1,13 +1,24 @@
 """Ledger benchmark (part of `make bench`).
 
-Ledger: accruals written one RPC per transfer (baseline) against CreateTransfers in batches,
-on SQLite and, when it answers, on PostgreSQL (BENCH_POSTGRES_URL, default the local server).
+The ledger runs as its own process (`python -m services.ledger`, as `make run` starts it) on a
+fresh database; this process is the client. On PostgreSQL (BENCH_POSTGRES_URL, default the local
+server) it measures:
+  - single transfers per second: one CreateTransfer per accrual, BENCH_CONCURRENCY clients at once;
+  - batched transfers per second: CreateTransfers with BENCH_BATCH (1,000) accruals per call;
+  - balance reads (GetBalance) p50/p99 while writers keep creating transfers;
+and beside them, in the same run against the same server, pgbench's built-in TPC-B-like
+workload (`pgbench -b tpcb-like`, the classic account-transfer transaction) on a scratch
+database, printed as ratios. Target: batched transfers/s >= 10x pgbench's TPC-B TPS.
+The same ledger figures on SQLite follow (no pgbench beside them). Figures are printed, never asserted.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
-import resource
+import re
+import shutil
+import statistics
 import tempfile
 import time
 import uuid
@@ -15,68 +26,180 @@ import uuid
 import asyncpg
 from cashback.ledger.v1 import ledger_pb2, ledger_pb2_grpc
 
+from scripts.stack import Stack, free_port, processes
 from services.common.grpc_client import open_channel
-from services.common.grpc_server import start
-from services.ledger.app import build_runtime
-from services.ledger.config import Settings
 
-N = int(os.environ.get("BENCH_TRANSFERS", "2000"))
-BATCH = int(os.environ.get("BENCH_BATCH", "500"))
+SINGLE = int(os.environ.get("BENCH_TRANSFERS", "3000"))
+CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", "16"))
+BATCH = int(os.environ.get("BENCH_BATCH", "1000"))
+BATCHES = int(os.environ.get("BENCH_BATCHES", "20"))
+READ_SECONDS = float(os.environ.get("BENCH_READ_SECONDS", "8"))
+PGBENCH_SECONDS = int(os.environ.get("BENCH_PGBENCH_SECONDS", "10"))
+USERS = 1000
 PG_ADMIN = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
-def accrual(i: int, run: str) -> ledger_pb2.Transfer:
+def accrual(run: str, i: int) -> ledger_pb2.Transfer:
     return ledger_pb2.Transfer(
         transfer_id=f"bench:{run}:{i}", amount_kopecks=100 + i % 1000, kind=ledger_pb2.TRANSFER_KIND_CASHBACK,
         debit_account=ledger_pb2.AccountRef(system=ledger_pb2.SYSTEM_ACCOUNT_CASHBACK_FUNDING),
-        credit_account=ledger_pb2.AccountRef(user_id=f"user-{i % 200}"),
+        credit_account=ledger_pb2.AccountRef(user_id=f"bench-user-{i % USERS}"),
     )
 
 
-async def bench_ledger(label: str, url: str) -> None:
-    running = await start(await build_runtime(Settings(database_url=url)), port=0)
-    channel = open_channel(f"127.0.0.1:{running.port}", default_timeout=60)
-    stub = ledger_pb2_grpc.LedgerServiceStub(channel)
-    try:
-        run = uuid.uuid4().hex[:8]
-        started = time.perf_counter()
-        for i in range(N):
-            await stub.CreateTransfer(ledger_pb2.CreateTransferRequest(transfer=accrual(i, run)))
-        single = N / (time.perf_counter() - started)
+async def single_transfers(stub: ledger_pb2_grpc.LedgerServiceStub, n: int, concurrency: int) -> float:
+    run = uuid.uuid4().hex[:8]
+    counter = iter(range(n))
 
-        run = uuid.uuid4().hex[:8]
-        started = time.perf_counter()
-        for offset in range(0, N, BATCH):
-            reply = await stub.CreateTransfers(ledger_pb2.CreateTransfersRequest(
-                transfers=[accrual(i, run) for i in range(offset, min(N, offset + BATCH))]))
-            assert reply.applied
-        batched = N / (time.perf_counter() - started)
-        audit = await stub.AuditLedger(ledger_pb2.AuditLedgerRequest())
-        print(f"ledger/{label:<8} one RPC per transfer (baseline): {single:8.0f} transfers/s")
-        print(f"ledger/{label:<8} CreateTransfers x{BATCH:<5}          : {batched:8.0f} transfers/s "
-              f"({batched / single:.1f}x baseline); audit ok={audit.ok}")
+    async def worker() -> None:
+        for i in counter:
+            await stub.CreateTransfer(ledger_pb2.CreateTransferRequest(transfer=accrual(run, i)))
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return n / (time.perf_counter() - started)
+
+
+async def batched_transfers(stub: ledger_pb2_grpc.LedgerServiceStub, batches: int, size: int) -> float:
+    run = uuid.uuid4().hex[:8]
+    requests = [ledger_pb2.CreateTransfersRequest(transfers=[accrual(run, b * size + i) for i in range(size)])
+                for b in range(batches)]
+    started = time.perf_counter()
+    for request in requests:
+        reply = await stub.CreateTransfers(request)
+        assert reply.applied, [r.reason for r in reply.results if r.reason][:3]
+    return batches * size / (time.perf_counter() - started)
+
+
+async def reads_under_writes(stub: ledger_pb2_grpc.LedgerServiceStub, seconds: float) -> tuple[float, float, float]:
+    """(p50 ms, p99 ms, writes/s meanwhile): one reader in a loop, CONCURRENCY // 2 writers."""
+    run = uuid.uuid4().hex[:8]
+    stop = asyncio.Event()
+    written = 0
+    counter = iter(range(10**9))
+
+    async def writer() -> None:
+        nonlocal written
+        for i in counter:
+            if stop.is_set():
+                return
+            await stub.CreateTransfer(ledger_pb2.CreateTransferRequest(transfer=accrual(run, i)))
+            written += 1
+
+    writers = [asyncio.create_task(writer()) for _ in range(max(1, CONCURRENCY // 2))]
+    latencies = []
+    started = time.perf_counter()
+    i = 0
+    while time.perf_counter() - started < seconds:
+        t0 = time.perf_counter()
+        await stub.GetBalance(ledger_pb2.GetBalanceRequest(user_id=f"bench-user-{i % USERS}"))
+        latencies.append((time.perf_counter() - t0) * 1000)
+        i += 1
+    stop.set()
+    await asyncio.gather(*writers)
+    elapsed = time.perf_counter() - started
+    cuts = statistics.quantiles(latencies, n=100)
+    return cuts[49], cuts[98], written / elapsed
+
+
+async def bench_ledger(label: str, database_url: str) -> dict[str, float]:
+    port = free_port()
+    [proc] = [p for p in processes({"ledger": port}, databases={"ledger": database_url}) if p.name == "ledger"]
+    with tempfile.TemporaryDirectory() as logs:
+        stack = Stack([proc], env={"CASHBACK_ENV": "prod", "LOG_LEVEL": "WARNING"}, log_dir=logs)
+        await stack.start_one(proc)
+        channel = open_channel(f"127.0.0.1:{port}", default_timeout=120)
+        stub = ledger_pb2_grpc.LedgerServiceStub(channel)
+        try:
+            await single_transfers(stub, 200, CONCURRENCY)  # warm-up: accounts exist, connections open
+            figures = {
+                "single": await single_transfers(stub, SINGLE, CONCURRENCY),
+                "batched": await batched_transfers(stub, BATCHES, BATCH),
+            }
+            figures["read_p50"], figures["read_p99"], figures["writes_during_reads"] = (
+                await reads_under_writes(stub, READ_SECONDS))
+            audit = await stub.AuditLedger(ledger_pb2.AuditLedgerRequest())
+            figures["audit_ok"] = float(audit.ok)
+            figures["transfers"] = float(audit.transfers_checked)
+        finally:
+            await channel.close()
+            await stack.stop()
+    return figures
+
+
+def pgbench_binary() -> str | None:
+    for candidate in (shutil.which("pgbench"), "/usr/lib/postgresql/15/bin/pgbench"):
+        if candidate and os.path.exists(candidate):
+            return candidate
+    return None
+
+
+async def pgbench(binary: str, database: str, *args: str) -> str:
+    base = PG_ADMIN.rsplit("/", 1)[0].removeprefix("postgresql://")
+    user_host, _, port = base.rpartition(":")
+    user, _, host = user_host.rpartition("@")
+    proc = await asyncio.create_subprocess_exec(
+        binary, "-h", host or "127.0.0.1", "-p", port or "5432", "-U", user or "postgres", *args, database,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    out, _ = await proc.communicate()
+    text = out.decode(errors="replace")
+    if proc.returncode != 0:
+        raise RuntimeError(f"pgbench {' '.join(args)} failed: {text[-500:]}")
+    return text
+
+
+async def pgbench_tpcb(admin: asyncpg.Connection) -> tuple[float, float] | None:
+    """(TPS, average latency ms) of `pgbench -b tpcb-like` on a scratch database."""
+    binary = pgbench_binary()
+    if binary is None:
+        print("pgbench not found (apt-get install postgresql-client): no baseline")
+        return None
+    name = f"cbbench_pgbench_{uuid.uuid4().hex[:8]}"
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        await pgbench(binary, name, "-i", "-q", "-s", "1")
+        text = await pgbench(binary, name, "-b", "tpcb-like", "-T", str(PGBENCH_SECONDS), "-c", "8", "-j", "2")
+        tps = float(re.search(r"tps = ([\d.]+)", text).group(1))  # type: ignore[union-attr]
+        latency = float(re.search(r"latency average = ([\d.]+) ms", text).group(1))  # type: ignore[union-attr]
+        return tps, latency
     finally:
-        await channel.close()
-        await running.stop(0)
+        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
+def report(label: str, f: dict[str, float], baseline: tuple[float, float] | None) -> None:
+    def ratio(value: float) -> str:
+        return f"  = {value / baseline[0]:5.1f}x pgbench TPC-B TPS" if baseline else ""
+
+    print(f"ledger/{label:<8} single transfers (CreateTransfer, {CONCURRENCY} clients): "
+          f"{f['single']:8.0f} transfers/s{ratio(f['single'])}")
+    print(f"ledger/{label:<8} batched transfers (CreateTransfers x{BATCH}):     "
+          f"{f['batched']:8.0f} transfers/s{ratio(f['batched'])}")
+    read = (f"ledger/{label:<8} GetBalance under write load ({f['writes_during_reads']:.0f} writes/s): "
+            f"p50 {f['read_p50']:.2f} ms, p99 {f['read_p99']:.2f} ms")
+    if baseline:
+        read += f"  (pgbench TPC-B latency average {baseline[1]:.2f} ms: p99 = {f['read_p99'] / baseline[1]:.2f}x)"
+    print(read)
+    print(f"ledger/{label:<8} audit ok={bool(f['audit_ok'])} over {f['transfers']:.0f} transfers")
 
 
 async def main() -> None:
-    print(f"{N} transfers per measurement, batch size {BATCH}")
-    with tempfile.TemporaryDirectory() as tmp:
-        await bench_ledger("sqlite", f"sqlite+aiosqlite:///{tmp}/bench.db")
-    name = f"cbbench_{uuid.uuid4().hex[:8]}"
+    print(f"{SINGLE} single transfers, {BATCHES} batches of {BATCH}, reads for {READ_SECONDS:.0f} s")
+    name = f"cbbench_ledger_{uuid.uuid4().hex[:8]}"
     try:
         admin = await asyncpg.connect(PG_ADMIN, timeout=3)
     except (OSError, asyncpg.PostgresError) as exc:
         print(f"ledger/postgres  skipped: no PostgreSQL at {PG_ADMIN} ({exc})")
     else:
-        await admin.execute(f'CREATE DATABASE "{name}"')
         try:
-            await bench_ledger("postgres", PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
-                               + f"/{name}")
+            baseline = await pgbench_tpcb(admin)
+            if baseline:
+                print(f"pgbench -b tpcb-like -c 8 -j 2 -T {PGBENCH_SECONDS} (scale 1): {baseline[0]:.0f} TPS, "
+                      f"latency average {baseline[1]:.2f} ms")
+            await admin.execute(f'CREATE DATABASE "{name}"')
+            url = PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://") + f"/{name}"
+            report("postgres", await bench_ledger("postgres", url), baseline)
         finally:
-            await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
             await admin.close()
-    print(f"peak RSS of the benchmark process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
-
-
+    with tempfile.TemporaryDirectory() as tmp:
+        report("sqlite", await bench_ledger("sqlite", f"sqlite+aiosqlite:///{tmp}/bench.db"), None)

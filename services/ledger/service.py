@@ -178,20 +178,21 @@ class Ledger:
         async with self._db.transaction() as session:
             repo = LedgerRepository(session)
             now = self._clock.now()
-            valid = []
-            for spec in specs:
+            invalid: dict[int, DomainError] = {}
+            for i, spec in enumerate(specs):
                 try:
                     domain.validate(spec)
-                    valid.append(spec)
-                except DomainError:
-                    pass
-            accounts = await self._lock(repo, [s.debit for s in valid] + [s.credit for s in valid], now)
+                except DomainError as exc:
+                    invalid[i] = exc
             existing = await repo.transfers_by_id(s.transfer_id for s in specs)
+            fresh = [s for i, s in enumerate(specs) if i not in invalid and s.transfer_id not in existing]
+            accounts = await self._lock(repo, [s.debit for s in fresh] + [s.credit for s in fresh], now)
             seen: dict[str, TransferSpec] = {}
             new_rows: list[dict[str, object]] = []
-            for spec in specs:
+            for i, spec in enumerate(specs):
                 try:
-                    domain.validate(spec)
+                    if i in invalid:
+                        raise invalid[i]
                     if spec.transfer_id in existing or spec.transfer_id in seen:
                         stored = (spec_of(existing[spec.transfer_id]) if spec.transfer_id in existing
                                   else seen[spec.transfer_id])
