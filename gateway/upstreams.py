@@ -58,5 +58,5 @@ class Upstreams:
             await channel.close()
 
 
-def upstreams(request: Request) -> Upstreams:
+async def upstreams(request: Request) -> Upstreams:  # async: no thread-pool hop per request
     return request.app.state.upstreams

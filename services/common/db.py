@@ -8,6 +8,7 @@ locks have on PostgreSQL). On PostgreSQL, use cases lock the rows they change wi
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -39,7 +40,11 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-def make_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
+def make_engine(url: str, *, pool_size: int | None = None) -> AsyncEngine:
+    """`pool_size` connections per process (and as many again in overflow); default from
+    `CASHBACK_DB_POOL_SIZE` (5): four services × replicas must fit PostgreSQL's max_connections."""
+    if pool_size is None:
+        pool_size = int(os.environ.get("CASHBACK_DB_POOL_SIZE", "5"))
     if url.startswith("sqlite"):
         engine = create_async_engine(url, connect_args={"timeout": 30})
 

@@ -17,6 +17,8 @@ from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 
 from services.common.errors import DomainError, ErrorKind
 from services.common.logs import request_id_var
@@ -78,6 +80,14 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
                 )
             except (grpc.aio.AbortError, asyncio.CancelledError):
                 raise
+            except (OperationalError, InterfaceError, SQLAlchemyTimeoutError, ConnectionError) as exc:
+                # The database (or its pool) is out of reach: a transient condition, safe to retry.
+                log.warning("%s: database unavailable: %s", method, exc)
+                await context.abort(
+                    grpc.StatusCode.UNAVAILABLE, "database unavailable",
+                    trailing_metadata=status_trailer(
+                        grpc.StatusCode.UNAVAILABLE, "database unavailable", "DATABASE_UNAVAILABLE", domain, {}),
+                )
             except Exception:
                 log.exception("%s failed", method)
                 await context.abort(
