@@ -41,6 +41,9 @@ async def _check_backends() -> None:
     client = Redis.from_url(REDIS_TEST_URL, socket_connect_timeout=2)
     try:
         await client.ping()
+        # A clean slate: rate-limit windows and idempotency keys of an earlier run must not leak
+        # into this one (the test database is ours alone; runs must not overlap).
+        await client.flushdb()
     except Exception as exc:  # noqa: BLE001
         raise SystemExit(f"Redis at {REDIS_TEST_URL} does not answer: {exc}") from exc
     finally:
