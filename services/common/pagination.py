@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Sequence
 from datetime import datetime
+from typing import Protocol, TypeVar
 
 from services.common.errors import PageTokenInvalid
 
@@ -32,6 +34,23 @@ def decode_cursor(token: str) -> tuple[datetime, str] | None:
         return datetime.fromisoformat(data["t"]), str(data["i"])
     except (ValueError, KeyError, TypeError) as exc:
         raise PageTokenInvalid("page_token is not one this service issued") from exc
+
+
+class _Keyed(Protocol):
+    created_at: datetime
+    id: str
+
+
+RowT = TypeVar("RowT", bound=_Keyed)
+
+
+def keyset_page(rows: Sequence[RowT], limit: int) -> tuple[list[RowT], str]:
+    """`rows` fetched with `limit + 1`, newest first by (created_at, id): the page and the token
+    of the next one ("" when this is the last)."""
+    if len(rows) <= limit:
+        return list(rows), ""
+    last = rows[limit - 1]
+    return list(rows[:limit]), encode_cursor(last.created_at, last.id)
 
 
 def encode_offset(offset: int) -> str:

@@ -18,7 +18,7 @@ from services.common.clock import Clock
 from services.common.db import Database
 from services.common.errors import DomainError
 from services.common.outbox import enqueue
-from services.common.pagination import decode_cursor, encode_cursor, page_size
+from services.common.pagination import decode_cursor, keyset_page, page_size
 from services.common.redis_store import WindowCounters
 from services.identity import domain, tokens
 from services.identity.config import Settings
@@ -557,8 +557,7 @@ class Identity:
         before = decode_cursor(token)
         async with self._db.sessions() as session:
             rows = await IdentityRepository(session).notifications(user_id, limit + 1, before)
-        next_token = encode_cursor(rows[limit - 1].created_at, rows[limit - 1].id) if len(rows) > limit else ""
-        return rows[:limit], next_token
+        return keyset_page(rows, limit)
 
     async def dev_outbox(self, to: str) -> list[DevMessage]:
         if not self._s.is_dev:

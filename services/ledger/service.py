@@ -25,7 +25,7 @@ from sqlalchemy.exc import IntegrityError
 from services.common.clock import Clock
 from services.common.db import Database
 from services.common.errors import DomainError
-from services.common.pagination import decode_cursor, encode_cursor, page_size
+from services.common.pagination import decode_cursor, keyset_page, page_size
 from services.ledger import domain
 from services.ledger.domain import AccountRef, Balances, State, SystemAccount, TransferSpec
 from services.ledger.models import Transfer
@@ -294,8 +294,7 @@ class Ledger:
         before = decode_cursor(token)
         async with self._db.sessions() as session:
             rows = await LedgerRepository(session).statement(AccountRef(user_id=user_id).key, limit + 1, before)
-        next_token = encode_cursor(rows[limit - 1].created_at, rows[limit - 1].id) if len(rows) > limit else ""
-        return rows[:limit], next_token
+        return keyset_page(rows, limit)
 
     async def audit(self) -> AuditReport:
         """Checks, over one consistent snapshot: every account's four counters equal the sums of its

@@ -29,7 +29,7 @@ from sqlalchemy.exc import IntegrityError
 from services.common.clock import Clock
 from services.common.db import Database
 from services.common.outbox import backoff, enqueue
-from services.common.pagination import decode_cursor, encode_cursor, page_size
+from services.common.pagination import decode_cursor, keyset_page, page_size
 from services.redemption import domain
 from services.redemption.billing import Billing, TopupAnswer, TopupState
 from services.redemption.domain import CertificateStatus, Coverage, PaymentStatus
@@ -222,8 +222,7 @@ class Redemption:
         limit = page_size(size)
         async with self._db.sessions() as session:
             rows = await RedemptionRepository(session).payments_of(user_id, limit + 1, decode_cursor(token))
-        next_token = encode_cursor(rows[limit - 1].created_at, rows[limit - 1].id) if len(rows) > limit else ""
-        return rows[:limit], next_token
+        return keyset_page(rows, limit)
 
     async def get_mobile_payment(self, user_id: str, payment_id: str) -> MobilePayment:
         async with self._db.sessions() as session:
@@ -328,8 +327,7 @@ class Redemption:
         limit = page_size(size)
         async with self._db.sessions() as session:
             rows = await RedemptionRepository(session).certificates_held(user_id, limit + 1, decode_cursor(token))
-        next_token = encode_cursor(rows[limit - 1].created_at, rows[limit - 1].id) if len(rows) > limit else ""
-        return rows[:limit], next_token
+        return keyset_page(rows, limit)
 
     async def transfer_certificate(self, user_id: str, certificate_id: str, to_phone: str) -> Certificate:
         if not user_id:

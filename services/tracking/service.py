@@ -27,7 +27,13 @@ from services.common.clock import Clock
 from services.common.db import Database
 from services.common.errors import DomainError, InvalidArgument, Unauthenticated
 from services.common.outbox import OutboxRelay, enqueue
-from services.common.pagination import decode_cursor, decode_offset, encode_cursor, encode_offset, page_size
+from services.common.pagination import (
+    decode_cursor,
+    decode_offset,
+    encode_offset,
+    keyset_page,
+    page_size,
+)
 from services.common.redis_store import Fingerprints
 from services.tracking import catalogue as catalogue_file
 from services.tracking import domain, postbacks
@@ -411,8 +417,7 @@ class Tracking:
         async with self._db.sessions() as session:
             rows = await TrackingRepository(session).purchases(user_id, status.value if status else None, limit + 1,
                                                                before)
-        next_token = encode_cursor(rows[limit - 1].created_at, rows[limit - 1].id) if len(rows) > limit else ""
-        return rows[:limit], next_token
+        return keyset_page(rows, limit)
 
     async def purchase(self, purchase_id: str) -> Purchase:
         async with self._db.sessions() as session:
@@ -495,8 +500,7 @@ class Tracking:
         async with self._db.sessions() as session:
             rows = await TrackingRepository(session).claims(user_id, status.value if status else None, limit + 1,
                                                             before)
-        next_token = encode_cursor(rows[limit - 1].created_at, rows[limit - 1].id) if len(rows) > limit else ""
-        return rows[:limit], next_token
+        return keyset_page(rows, limit)
 
     async def approve_claim(self, claim_id: str, decided_by: str) -> Claim:
         """Links the unattributed purchase the claim describes, if any (attaching it to the user
