@@ -12,8 +12,10 @@ from services.common.logs import setup_logging
 def main() -> None:
     settings = Settings.from_env()
     # uvicorn handles SIGTERM/SIGINT: stops accepting, lets in-flight requests finish, runs the lifespan's exit.
+    # httptools: the C HTTP parser (h11 is pure Python); the stock asyncio loop, under which grpc.aio is supported.
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_config=None,
-                timeout_graceful_shutdown=10, proxy_headers=True, access_log=False)
+                timeout_graceful_shutdown=10, proxy_headers=True, access_log=False, http="httptools",
+                loop="asyncio")
 
 
 if __name__ == "__main__":

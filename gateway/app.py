@@ -57,7 +57,8 @@ def create_app(settings: Settings) -> FastAPI:
     errors.install(app)
     app.add_middleware(GatewayMiddleware, max_body_bytes=settings.max_body_bytes)
 
-    for router in (auth.router, me.router, redemption.router, catalogue.router, postbacks.router,
+    # Postbacks first: routes are matched in order, and they are the busiest.
+    for router in (postbacks.router, auth.router, me.router, redemption.router, catalogue.router,
                    stores.router, support.router):
         app.include_router(router)
     if settings.env == "dev":

@@ -36,8 +36,12 @@ class GatewayMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
-        incoming = headers.get("x-request-id", "")
+        incoming, declared = "", ""
+        for key, value in scope.get("headers", ()):  # ASGI header names are lower-case
+            if key == b"x-request-id":
+                incoming = value.decode("latin-1")
+            elif key == b"content-length":
+                declared = value.decode("latin-1")
         request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
         token = request_id_var.set(request_id)
         started = time.monotonic()
@@ -62,7 +66,6 @@ class GatewayMiddleware:
             return message
 
         try:
-            declared = headers.get("content-length", "")
             if declared.isdigit() and int(declared) > self.max_body_bytes:
                 raise BodyTooLarge
             await self.app(scope, limited_receive, send_with_id)

@@ -37,7 +37,7 @@ async def build_runtime(settings: Settings, clock: Clock | None = None) -> Runti
     clock = clock or SystemClock()
     networks = settings.networks()  # refuses to start without secrets outside dev
     await upgrade_async("tracking", settings.database_url)
-    db = Database(settings.database_url)
+    db = Database(settings.database_url, local_ping=True)  # a transaction per postback: no ping round trips
     redis = await connect_redis(settings.redis_url)
     identity_channel = open_channel(settings.identity_address)
     ledger_channel = open_channel(settings.ledger_address)

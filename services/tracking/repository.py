@@ -6,13 +6,30 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, tuple_
+from sqlalchemy import Row, bindparam, func, insert, select, tuple_
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.tracking.domain import PurchaseStatus, RuleSet
 from services.tracking.models import Category, Claim, Click, Partner, PartnerRuleSet, Postback, Purchase
 
 PENDING_STATUSES = (PurchaseStatus.PENDING.value, PurchaseStatus.CONFIRMED.value)
+
+
+_CLICK_AND_PARTNER = (
+    select(Click.id, Click.user_id, Partner.slug, Partner.rules_json, Partner.rule_version)
+    .outerjoin(Partner, Partner.slug == Click.partner_id)
+    .where(Click.id == bindparam("click_id"))
+)
+_PARTNER_RULES = select(Partner.slug, Partner.rules_json, Partner.rule_version).where(
+    Partner.slug == bindparam("slug"))
+_INSERT_POSTBACK = insert(Postback.__table__)
+_INSERT_PURCHASE_IF_NEW = {
+    dialect.__name__.rsplit(".", 1)[-1]: dialect.insert(Purchase.__table__)
+    .on_conflict_do_nothing(index_elements=["network", "order_id", "part_id"])
+    .returning(Purchase.__table__.c.id)
+    for dialect in (postgresql, sqlite)
+}
 
 
 def _like_escape(text: str) -> str:
@@ -63,6 +80,21 @@ class TrackingRepository:
 
     async def click(self, click_id: str) -> Click | None:
         return await self.session.get(Click, click_id) if click_id else None
+
+    async def attribution(self, click_id: str, partner_hint: str) -> tuple[Row[Any] | None, Row[Any] | None]:
+        """For a new purchase: the click (id, user_id) and the partner (slug, rules_json,
+        rule_version) of the click, else of the hint; one round trip when the click is known (Core
+        rows, not ORM objects: this is the ingestion hot path)."""
+        conn = await self.session.connection()
+        if click_id:
+            found = (await conn.execute(_CLICK_AND_PARTNER, {"click_id": click_id})).first()
+            if found is not None:
+                click = found
+                partner = found if found.slug is not None else None
+                return click, partner
+        if not partner_hint:
+            return None, None
+        return None, (await conn.execute(_PARTNER_RULES, {"slug": partner_hint})).first()
 
     # --- purchases ---------------------------------------------------------------------------
 
@@ -135,6 +167,17 @@ class TrackingRepository:
             ).order_by(Purchase.partner_id.desc(), Purchase.created_at).limit(1).with_for_update())
 
     # --- postbacks ---------------------------------------------------------------------------
+
+    async def insert_postback(self, row: dict[str, Any]) -> None:
+        """One audit row (the columns' values, as `services.tracking.audit.audit_record` makes them)."""
+        await (await self.session.connection()).execute(_INSERT_POSTBACK, row)
+
+    async def insert_purchase_if_new(self, row: dict[str, Any]) -> bool:
+        """INSERT ... ON CONFLICT (network, order_id, part_id) DO NOTHING: whether the row went in.
+        On PostgreSQL a concurrent inserter of the same order is waited for; then the row exists."""
+        conn = await self.session.connection()
+        stmt = _INSERT_PURCHASE_IF_NEW[conn.dialect.name]
+        return (await conn.execute(stmt, row)).first() is not None
 
     async def fingerprint_applied(self, fingerprint: str) -> bool:
         """Whether a postback with this fingerprint changed a purchase before."""

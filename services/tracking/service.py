@@ -13,11 +13,13 @@ off, the database path gives the same answers. Every postback, whatever its fate
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import secrets
 import uuid
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from sqlalchemy.exc import IntegrityError
@@ -50,7 +52,7 @@ from services.tracking.domain import (
     ReportedStatus,
     RuleSet,
 )
-from services.tracking.models import Category, Claim, Click, OutboxMessage, Partner, PartnerRuleSet, Postback, Purchase
+from services.tracking.models import Category, Claim, Click, OutboxMessage, Partner, PartnerRuleSet, Purchase
 from services.tracking.postbacks import NetworkConfig, RawPostback, Report
 from services.tracking.repository import TrackingRepository
 from services.tracking.upstreams import CREDIT_TOPIC, SWEEP_TOPIC, IdentityClient, credit_payload
@@ -89,7 +91,24 @@ def decision_of(p: Purchase) -> Decision:
 
 
 def rules_of(partner: Partner) -> RuleSet:
-    return RuleSet.from_json(partner.rules_json, partner.rule_version)
+    return _rules(partner.rules_json, partner.rule_version)
+
+
+@functools.lru_cache(maxsize=1024)
+def _rules(rules_json: str, version: int) -> RuleSet:
+    """A rule set is a pure function of its stored JSON (RuleSet is immutable): parsed once."""
+    return RuleSet.from_json(rules_json, version)
+
+
+def _facts_columns(facts: PurchaseFacts) -> dict[str, object]:
+    return {"amount_kopecks": facts.amount_kopecks, "channel": facts.channel.value,
+            "customer_type": facts.customer_type.value, "destination_domain": facts.destination_domain[:253],
+            "other_loyalty_used": facts.other_loyalty_used}
+
+
+def _decision_columns(decision: Decision) -> dict[str, object]:
+    return {"decision_json": decision.to_json(), "cashback_kopecks": decision.cashback_kopecks,
+            "rule_version": decision.rule_version}
 
 
 def _with_sub_id(site_url: str, click_id: str) -> str:
@@ -221,16 +240,16 @@ class Tracking:
             await self._audit(raw, now, outcome, exc.reason)
             raise
         fingerprint = report.fingerprint
-        postback_id = str(uuid.uuid4())
-        claimed = await self._spool.claim_or_spool(fingerprint, audit_record(
-            postback_id=postback_id, network=raw.network, http_method=raw.http_method, query_string=raw.query_string,
-            body=raw.body, headers=raw.headers, remote_address=raw.remote_address, received_at=now,
-            outcome=PostbackOutcome.DUPLICATE.value, detail="fingerprint seen", fingerprint=fingerprint,
-            order_id=report.order_id, part_id=report.part_id))
+        record = audit_record(
+            postback_id=str(uuid.uuid4()), network=raw.network, http_method=raw.http_method,
+            query_string=raw.query_string, body=raw.body, headers=raw.headers, remote_address=raw.remote_address,
+            received_at=now, outcome=PostbackOutcome.DUPLICATE.value, detail="fingerprint seen",
+            fingerprint=fingerprint, order_id=report.order_id, part_id=report.part_id)
+        claimed = await self._spool.claim_or_spool(fingerprint, record)
         if claimed is False:  # answered before any SQL; the audit row is spooled (services/tracking/audit.py)
-            return IngestResult(postback_id, PostbackOutcome.DUPLICATE, "")
+            return IngestResult(record["id"], PostbackOutcome.DUPLICATE, "")
         try:
-            applied = await self._apply_with_retry(raw, report, now)
+            applied = await self._apply_with_retry(record, report, now)
         except BaseException:
             if claimed:
                 await self._fingerprints.release(fingerprint)
@@ -247,42 +266,38 @@ class Tracking:
             self.work_due.set()
         return applied.result
 
-    async def _audit(self, raw: RawPostback, now: datetime, outcome: PostbackOutcome, detail: str,
-                     report: Report | None = None) -> str:
+    async def _audit(self, raw: RawPostback, now: datetime, outcome: PostbackOutcome, detail: str) -> None:
         async with self._db.transaction() as session:
-            return self._add_audit(session, raw, now, outcome, detail, report, "")
+            await TrackingRepository(session).insert_postback(audit_record(
+                postback_id=str(uuid.uuid4()), network=raw.network, http_method=raw.http_method,
+                query_string=raw.query_string, body=raw.body, headers=raw.headers, remote_address=raw.remote_address,
+                received_at=now, outcome=outcome.value, detail=detail, fingerprint="", order_id="", part_id=""))
 
-    @staticmethod
-    def _add_audit(session: AsyncSession, raw: RawPostback, now: datetime, outcome: PostbackOutcome, detail: str,
-                   report: Report | None, purchase_id: str) -> str:
-        postback_id = str(uuid.uuid4())
-        session.add(Postback(**audit_record(
-            postback_id=postback_id, network=raw.network, http_method=raw.http_method, query_string=raw.query_string,
-            body=raw.body, headers=raw.headers, remote_address=raw.remote_address, received_at=now,
-            outcome=outcome.value, detail=detail, fingerprint=report.fingerprint if report else "",
-            order_id=report.order_id if report else "", part_id=report.part_id if report else "",
-            purchase_id=purchase_id)))
-        return postback_id
-
-    async def _apply_with_retry(self, raw: RawPostback, report: Report, now: datetime) -> _Applied:
+    async def _apply_with_retry(self, record: dict[str, Any], report: Report, now: datetime) -> _Applied:
+        """Applies the report and stores `record` (its audit row) with the outcome, in one transaction."""
         for attempt in range(2):
             try:
                 async with self._db.transaction() as session:
-                    applied = await self._apply(session, raw, report, now)
-                    postback_id = self._add_audit(session, raw, now, applied.result.outcome, applied.detail, report,
-                                                  applied.result.purchase_id)
-                return replace(applied, result=replace(applied.result, postback_id=postback_id))
+                    applied = await self._apply(session, report, now)
+                    await TrackingRepository(session).insert_postback({
+                        **record, "outcome": applied.result.outcome.value, "detail": applied.detail[:200],
+                        "purchase_id": applied.result.purchase_id})
+                return replace(applied, result=replace(applied.result, postback_id=record["id"]))
             except IntegrityError:
                 if attempt == 1:
                     raise  # two concurrent creators: the loser's retry finds the winner's purchase
         raise AssertionError("unreachable")
 
-    async def _apply(self, session: AsyncSession, raw: RawPostback, report: Report, now: datetime) -> _Applied:
-        """`_Applied.result.postback_id` is filled in by the caller's audit row."""
+    async def _apply(self, session: AsyncSession, report: Report, now: datetime) -> _Applied:
+        """`_Applied.result.postback_id` is filled in by the caller's audit row. A new order (the
+        common case) costs one lookup and one INSERT; a known one is locked and moved."""
         repo = TrackingRepository(session)
+        created = await self._create_from_report(repo, report, now)
+        if created is not None:
+            return created
         purchase = await repo.purchase_by_order(report.network, report.order_id, report.part_id, lock=True)
-        if purchase is None:
-            return await self._create_from_report(session, report, now)
+        if purchase is None:  # the conflicting purchase is gone: purchases are never deleted, so never here
+            raise AssertionError(f"purchase {report.network}/{report.order_id} conflicted yet is not found")
         status = PurchaseStatus(purchase.status)
         move = domain.transition(status, purchase.amount_kopecks, report.status, report.facts.amount_kopecks)
         attributed = purchase.user_id is not None
@@ -324,24 +339,19 @@ class Tracking:
 
     @staticmethod
     def _set_facts(purchase: Purchase, facts: PurchaseFacts) -> None:
-        purchase.amount_kopecks = facts.amount_kopecks
-        purchase.channel = facts.channel.value
-        purchase.customer_type = facts.customer_type.value
-        purchase.destination_domain = facts.destination_domain[:253]
-        purchase.other_loyalty_used = facts.other_loyalty_used
+        for name, value in _facts_columns(facts).items():
+            setattr(purchase, name, value)
 
     @staticmethod
     def _set_decision(purchase: Purchase, decision: Decision) -> None:
-        purchase.decision_json = decision.to_json()
-        purchase.cashback_kopecks = decision.cashback_kopecks
-        purchase.rule_version = decision.rule_version
+        for name, value in _decision_columns(decision).items():
+            setattr(purchase, name, value)
 
-    async def _create_from_report(self, session: AsyncSession, report: Report, now: datetime) -> _Applied:
-        repo = TrackingRepository(session)
-        click = await repo.click(report.click_id)
-        partner = await repo.partner(click.partner_id if click else report.partner_hint) \
-            if (click or report.partner_hint) else None
-        rules = rules_of(partner) if partner else None
+    async def _create_from_report(self, repo: TrackingRepository, report: Report, now: datetime) -> _Applied | None:
+        """Inserts the purchase the report describes, unless the order (part) has one already: then
+        None, and nothing was written (INSERT ... ON CONFLICT DO NOTHING, without the ORM)."""
+        click, partner = await repo.attribution(report.click_id, report.partner_hint)
+        rules = _rules(partner.rules_json, partner.rule_version) if partner else None
         if click is not None and rules is not None:
             decision, outcome, detail = domain.decide(rules, report.facts), PostbackOutcome.ACCEPTED, "created"
         else:
@@ -350,19 +360,17 @@ class Tracking:
         status = domain.initial_status(report.status)
         if status is PurchaseStatus.REJECTED:
             outcome, detail = PostbackOutcome.REJECTED, "declined by the partner"
-        purchase = Purchase(
-            id=str(uuid.uuid4()), user_id=click.user_id if click else None, partner_id=partner.slug if partner else "",
-            network=report.network, order_id=report.order_id, part_id=report.part_id,
-            click_id=click.id if click else "", source="postback", status=status.value,
-            event_time=report.event_time, created_at=now, updated_at=now,
-            confirm_time=now if status is PurchaseStatus.CONFIRMED else None,
-        )
-        self._set_facts(purchase, report.facts)
-        self._set_decision(purchase, decision)
-        session.add(purchase)
-        await session.flush()  # the unique constraint speaks here, inside the retry
-        return _Applied(IngestResult("", outcome, purchase.id), detail,
-                        confirmed=status is PurchaseStatus.CONFIRMED)
+        purchase_id = str(uuid.uuid4())
+        inserted = await repo.insert_purchase_if_new({
+            "id": purchase_id, "user_id": click.user_id if click else None,
+            "partner_id": partner.slug if partner else "", "network": report.network, "order_id": report.order_id,
+            "part_id": report.part_id, "click_id": click.id if click else "", "source": "postback",
+            "status": status.value, "event_time": report.event_time, "created_at": now, "updated_at": now,
+            "confirm_time": now if status is PurchaseStatus.CONFIRMED else None, "accrue_time": None,
+            **_facts_columns(report.facts), **_decision_columns(decision)})
+        if not inserted:
+            return None
+        return _Applied(IngestResult("", outcome, purchase_id), detail, confirmed=status is PurchaseStatus.CONFIRMED)
 
     # --- lifecycle ---------------------------------------------------------------------------
 
