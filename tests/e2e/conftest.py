@@ -4,6 +4,7 @@ databases (PostgreSQL or SQLite by backend) and real Redis (or none in embedded 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
-from scripts.stack import Stack, free_port, processes
+from scripts.stack import Process, Stack, free_port, processes
 
 SERVICES = ("identity", "tracking", "ledger", "redemption")
 # Every test here comes from 127.0.0.1, runs after run share one Redis, and the fuzz run sends
@@ -34,19 +35,29 @@ class RunningStack:
     log_dir: str
 
 
-@pytest.fixture(scope="session")
-async def stack(new_database, redis_url, tmp_path_factory) -> AsyncIterator[RunningStack]:
+async def start_private_stack(new_database, redis_url: str, log_dir: str, *,
+                              overrides: dict[str, dict[str, str]] | None = None,
+                              env: dict[str, str] | None = None) -> tuple[Stack, dict[str, int], dict[str, Process]]:
+    """The processes of `make run` on free ports with fresh databases, `overrides` adding variables per
+    process; started and healthy (logs dumped if not). The caller stops it."""
     ports = {name: free_port() for name in (*SERVICES, "gateway", "billing")}
     databases = {service: await new_database(service) for service in SERVICES}
-    log_dir = str(tmp_path_factory.mktemp("stack-logs"))
-    procs = processes(ports, databases=databases, redis_url=redis_url, accrual_delay_seconds=0)
-    running = Stack(procs, env={"CASHBACK_ENV": "dev", **GENEROUS_LIMITS}, log_dir=log_dir)
+    procs = [dataclasses.replace(p, env={**p.env, **(overrides or {}).get(p.name, {})})
+             for p in processes(ports, databases=databases, redis_url=redis_url, accrual_delay_seconds=0)]
+    running = Stack(procs, env={"CASHBACK_ENV": "dev", **(env or {})}, log_dir=log_dir)
     try:
         await running.start()
     except Exception:
         await running.stop()
         _dump_logs(log_dir)
         raise
+    return running, ports, {p.name: p for p in procs}
+
+
+@pytest.fixture(scope="session")
+async def stack(new_database, redis_url, tmp_path_factory) -> AsyncIterator[RunningStack]:
+    log_dir = str(tmp_path_factory.mktemp("stack-logs"))
+    running, ports, _ = await start_private_stack(new_database, redis_url, log_dir, env=GENEROUS_LIMITS)
     yield RunningStack(running, f"http://127.0.0.1:{ports['gateway']}", f"http://127.0.0.1:{ports['billing']}",
                        log_dir)
     await running.stop()

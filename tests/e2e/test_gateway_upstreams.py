@@ -6,7 +6,6 @@ and after SIGCONT a retry with the same Idempotency-Key applies the order exactl
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import random
 import signal
 import uuid
@@ -17,9 +16,9 @@ import httpx
 import pytest
 from cashback.ledger.v1 import ledger_pb2, ledger_pb2_grpc
 
-from scripts.stack import Process, Stack, free_port, processes
+from scripts.stack import Process, Stack
 from services.common.grpc_client import open_channel
-from tests.e2e.conftest import SERVICES, _dump_logs, sign_up
+from tests.e2e.conftest import sign_up, start_private_stack
 
 pytestmark = pytest.mark.e2e
 
@@ -46,27 +45,15 @@ class OwnStack:
 
 @pytest.fixture(scope="module")
 async def own(new_database, redis_url, tmp_path_factory) -> AsyncIterator[OwnStack]:
-    ports = {name: free_port() for name in (*SERVICES, "gateway", "billing")}
-    databases = {service: await new_database(service) for service in SERVICES}
     log_dir = str(tmp_path_factory.mktemp("gateway-upstreams-logs"))
-    procs = []
-    for proc in processes(ports, databases=databases, redis_url=redis_url):
-        if proc.name == "gateway":
-            proc = dataclasses.replace(proc, env={**proc.env, "GATEWAY_RPC_DEADLINE_SECONDS": str(DEADLINE_SECONDS),
-                                                  "GATEWAY_RATE_LIMIT_PER_ADDRESS": "0"})
-        if proc.name == "identity":  # every sign-up comes from 127.0.0.1, and Redis outlives test runs
-            proc = dataclasses.replace(proc, env={**proc.env, "IDENTITY_ADDRESS_CODES_PER_HOUR": "0"})
-        procs.append(proc)
-    running = Stack(procs, env={"CASHBACK_ENV": "dev"}, log_dir=log_dir)
-    try:
-        await running.start()
-    except Exception:
-        await running.stop()
-        _dump_logs(log_dir)
-        raise
+    limits = {"GATEWAY_RPC_DEADLINE_SECONDS": str(DEADLINE_SECONDS), "GATEWAY_RATE_LIMIT_PER_ADDRESS": "0"}
+    running, ports, by_name = await start_private_stack(new_database, redis_url, log_dir, overrides={
+        "gateway": limits,
+        "identity": {"IDENTITY_ADDRESS_CODES_PER_HOUR": "0"},  # every sign-up comes from 127.0.0.1
+    })
     channel = open_channel(f"127.0.0.1:{ports['ledger']}")
     try:
-        yield OwnStack(running, f"http://127.0.0.1:{ports['gateway']}", {p.name: p for p in procs},
+        yield OwnStack(running, f"http://127.0.0.1:{ports['gateway']}", by_name,
                        ledger_pb2_grpc.LedgerServiceStub(channel))
     finally:
         for child in running.running.values():  # never leave a frozen process behind

@@ -11,7 +11,6 @@ ledger posted the hold if and only if billing applied it, balances are right, th
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import random
 import signal
 import uuid
@@ -22,9 +21,9 @@ import httpx
 import pytest
 from cashback.ledger.v1 import ledger_pb2, ledger_pb2_grpc
 
-from scripts.stack import Process, Stack, free_port, processes
+from scripts.stack import Process, Stack
 from services.common.grpc_client import open_channel
-from tests.e2e.conftest import SERVICES, _dump_logs, sign_up
+from tests.e2e.conftest import sign_up, start_private_stack
 
 pytestmark = pytest.mark.e2e
 
@@ -83,35 +82,21 @@ class CrashStack:
 
 @pytest.fixture(scope="module")
 async def crash(new_database, redis_url, tmp_path_factory) -> AsyncIterator[CrashStack]:
-    ports = {name: free_port() for name in (*SERVICES, "gateway", "billing")}
-    databases = {service: await new_database(service) for service in SERVICES}
     log_dir = str(tmp_path_factory.mktemp("crash-stack-logs"))
-    procs = []
-    for proc in processes(ports, databases=databases, redis_url=redis_url):
-        if proc.name == "redemption":
-            proc = dataclasses.replace(proc, env={
-                **proc.env, "REDEMPTION_CLAIM_LEASE_SECONDS": str(LEASE_SECONDS),
-                "REDEMPTION_RECONCILE_INTERVAL_SECONDS": "0.2",
-                # Longer than any test waits: only the kill ends a call that billing holds.
-                "REDEMPTION_BILLING_TIMEOUT_SECONDS": "120"})
-        if proc.name == "gateway":  # calls that billing holds end with the kill, not with a deadline
-            proc = dataclasses.replace(proc, env={**proc.env, "GATEWAY_RPC_DEADLINE_SECONDS": "60",
-                                                  "GATEWAY_RATE_LIMIT_PER_ADDRESS": "0"})
-        if proc.name == "identity":  # every sign-up comes from 127.0.0.1, and Redis outlives test runs
-            proc = dataclasses.replace(proc, env={**proc.env, "IDENTITY_ADDRESS_CODES_PER_HOUR": "0"})
-        procs.append(proc)
-    running = Stack(procs, env={"CASHBACK_ENV": "dev"}, log_dir=log_dir)
-    try:
-        await running.start()
-    except Exception:
-        await running.stop()
-        _dump_logs(log_dir)
-        raise
+    running, ports, by_name = await start_private_stack(new_database, redis_url, log_dir, overrides={
+        "redemption": {"REDEMPTION_CLAIM_LEASE_SECONDS": str(LEASE_SECONDS),
+                       "REDEMPTION_RECONCILE_INTERVAL_SECONDS": "0.2",
+                       # Longer than any test waits: only the kill ends a call that billing holds.
+                       "REDEMPTION_BILLING_TIMEOUT_SECONDS": "120"},
+        # calls that billing holds end with the kill, not with a deadline
+        "gateway": {"GATEWAY_RPC_DEADLINE_SECONDS": "60", "GATEWAY_RATE_LIMIT_PER_ADDRESS": "0"},
+        "identity": {"IDENTITY_ADDRESS_CODES_PER_HOUR": "0"},  # every sign-up comes from 127.0.0.1
+    })
     channel = open_channel(f"127.0.0.1:{ports['ledger']}")
     try:
         yield CrashStack(running, f"http://127.0.0.1:{ports['gateway']}", f"http://127.0.0.1:{ports['billing']}",
                          ledger_pb2_grpc.LedgerServiceStub(channel),
-                         next(p for p in procs if p.name == "redemption"), log_dir)
+                         by_name["redemption"], log_dir)
     finally:
         await channel.close()
         await running.stop()
