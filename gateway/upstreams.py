@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import grpc
 from cashback.identity.v1 import identity_pb2_grpc
 from cashback.ledger.v1 import ledger_pb2_grpc
 from cashback.redemption.v1 import redemption_pb2_grpc
-from cashback.tracking.v1 import tracking_pb2_grpc
+from cashback.tracking.v1 import tracking_pb2, tracking_pb2_grpc
 from fastapi import Request
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from gateway.config import Settings
-from services.common.grpc_client import open_channel
+from services.common.batching import Batcher
+from services.common.grpc_client import failure_as_error, open_channel
+
+PostbackBatcher = Batcher[tracking_pb2.IngestPostbackRequest, tracking_pb2.IngestPostbackResponse]
 
 
 @dataclass
@@ -25,6 +28,27 @@ class Upstreams:
     ledger: ledger_pb2_grpc.LedgerServiceStub
     redemption: redemption_pb2_grpc.RedemptionServiceStub
     timeout: float
+    _postbacks: PostbackBatcher | None = field(default=None, repr=False)
+
+    async def ingest_postback(self, request: tracking_pb2.IngestPostbackRequest
+                              ) -> tracking_pb2.IngestPostbackResponse:
+        """Tracking's IngestPostback, with the postbacks arriving meanwhile: those that come while
+        calls are in flight go together in one IngestPostbacks call (services/common/batching.py),
+        so a burst costs a few round trips, not one each. Each gets its own answer or error, as
+        from IngestPostback; a failure of the whole call reaches each of them. The calls carry
+        the request id of the first postback of the batch."""
+        if self._postbacks is None:
+            self._postbacks = Batcher(self._ingest_postbacks, name="postbacks", max_size=200, max_in_flight=2)
+        return await self._postbacks.submit(request)
+
+    async def _ingest_postbacks(self, requests: list[tracking_pb2.IngestPostbackRequest]
+                                ) -> list[tracking_pb2.IngestPostbackResponse | grpc.aio.AioRpcError]:
+        reply = await self.tracking.IngestPostbacks(tracking_pb2.IngestPostbacksRequest(postbacks=requests),
+                                                    timeout=self.timeout)
+        return [r.response if r.WhichOneof("result") == "response"
+                else failure_as_error(r.failure.code, r.failure.message, r.failure.reason, r.failure.metadata,
+                                      "cashback.tracking")
+                for r in reply.results]
 
     @classmethod
     def open(cls, settings: Settings) -> Upstreams:

@@ -36,11 +36,11 @@ async def _ingest(network: str, request: Request, rpc: Rpc) -> Response:
     FastAPI's validation and serialisation of the return value; the schema stays documented)."""
     body = await request.body()
     scope = request.scope
-    r = await rpc.tracking.IngestPostback(tracking_pb2.IngestPostbackRequest(
+    r = await rpc.ingest_postback(tracking_pb2.IngestPostbackRequest(
         network=network, http_method=scope["method"], query_string=scope.get("query_string", b"").decode(),
         body=body, headers={k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]},
         remote_address=client_address(request),
-    ), timeout=rpc.timeout)
+    ))
     ack = {"status": "ok", "outcome": _OUTCOMES.get(r.outcome), "postback_id": r.postback_id,
            "purchase_id": r.purchase_id or None}
     return Response(json.dumps(ack, separators=(",", ":")).encode(), media_type="application/json")

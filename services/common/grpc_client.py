@@ -3,16 +3,18 @@ and domain errors read back from `ErrorInfo`."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import grpc
 from google.rpc import error_details_pb2, status_pb2
 
-from services.common.grpc_server import REQUEST_ID_KEY, STATUS_DETAILS_KEY
+from services.common.grpc_server import REQUEST_ID_KEY, STATUS_DETAILS_KEY, status_trailer
 from services.common.logs import request_id_var
 
 DEFAULT_DEADLINE_SECONDS = 5.0
+_CODE_BY_NUMBER = {code.value[0]: code for code in grpc.StatusCode}
 
 
 class _DeadlineAndRequestId(grpc.aio.UnaryUnaryClientInterceptor):
@@ -61,3 +63,12 @@ def error_info(exc: grpc.aio.AioRpcError) -> RpcErrorInfo:
                 if detail.Unpack(info):
                     reason, metadata = info.reason, dict(info.metadata)
     return RpcErrorInfo(exc.code(), exc.details() or "", reason, metadata)
+
+
+def failure_as_error(code: int, message: str, reason: str, metadata: Mapping[str, str],
+                     domain: str) -> grpc.aio.AioRpcError:
+    """The failure a batch call reports for one of its items (an `RpcFailure`), as the error the
+    unary call would have raised: `error_info` and every caller's error handling read it alike."""
+    status = _CODE_BY_NUMBER.get(code, grpc.StatusCode.UNKNOWN)
+    trailer = status_trailer(status, message, reason, domain, dict(metadata))
+    return grpc.aio.AioRpcError(status, grpc.aio.Metadata(), grpc.aio.Metadata(*trailer), details=message)

@@ -47,6 +47,29 @@ def status_trailer(code: grpc.StatusCode, message: str, reason: str, domain: str
     return ((STATUS_DETAILS_KEY, status.SerializeToString()),)
 
 
+@dataclass(frozen=True)
+class Failure:
+    code: grpc.StatusCode
+    message: str
+    reason: str
+    metadata: dict[str, str]
+
+
+def failure_of(exc: Exception, method: str) -> Failure:
+    """The one mapping of a use case's exception to what the caller gets (logged as it goes):
+    a domain error → its status code and reason; the database out of reach → UNAVAILABLE (a
+    transient condition, safe to retry); anything else → INTERNAL, with the traceback in the log."""
+    if isinstance(exc, DomainError):
+        code = STATUS_BY_KIND[exc.kind]
+        log.info("%s -> %s %s: %s", method, code.name, exc.reason, exc.message)
+        return Failure(code, exc.message, exc.reason, dict(exc.metadata))
+    if isinstance(exc, (OperationalError, InterfaceError, SQLAlchemyTimeoutError, ConnectionError)):
+        log.warning("%s: database unavailable: %s", method, exc)
+        return Failure(grpc.StatusCode.UNAVAILABLE, "database unavailable", "DATABASE_UNAVAILABLE", {})
+    log.error("%s failed", method, exc_info=exc)
+    return Failure(grpc.StatusCode.INTERNAL, "internal error", "INTERNAL", {})
+
+
 class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
     """Domain errors → status code + ErrorInfo; anything else → INTERNAL with a log line.
     Also binds the caller's request id to the logs of the call."""
@@ -71,30 +94,13 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
             token = request_id_var.set(str(request_id))
             try:
                 return await inner(request, context)
-            except DomainError as exc:
-                code = STATUS_BY_KIND[exc.kind]
-                log.info("%s -> %s %s: %s", method, code.name, exc.reason, exc.message)
-                await context.abort(
-                    code, exc.message,
-                    trailing_metadata=status_trailer(code, exc.message, exc.reason, domain, exc.metadata),
-                )
             except (grpc.aio.AbortError, asyncio.CancelledError):
                 raise
-            except (OperationalError, InterfaceError, SQLAlchemyTimeoutError, ConnectionError) as exc:
-                # The database (or its pool) is out of reach: a transient condition, safe to retry.
-                log.warning("%s: database unavailable: %s", method, exc)
-                await context.abort(
-                    grpc.StatusCode.UNAVAILABLE, "database unavailable",
-                    trailing_metadata=status_trailer(
-                        grpc.StatusCode.UNAVAILABLE, "database unavailable", "DATABASE_UNAVAILABLE", domain, {}),
-                )
-            except Exception:
-                log.exception("%s failed", method)
-                await context.abort(
-                    grpc.StatusCode.INTERNAL, "internal error",
-                    trailing_metadata=status_trailer(
-                        grpc.StatusCode.INTERNAL, "internal error", "INTERNAL", domain, {}),
-                )
+            except Exception as exc:  # noqa: BLE001 - mapped by the one table below
+                failure = failure_of(exc, method)
+                await context.abort(failure.code, failure.message,
+                                    trailing_metadata=status_trailer(failure.code, failure.message, failure.reason,
+                                                                     domain, failure.metadata))
             finally:
                 request_id_var.reset(token)
 

@@ -35,6 +35,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
+from services.common.batching import Batcher
 from services.common.db import Database
 from services.tracking.repository import insert_postbacks_once
 
@@ -89,6 +90,9 @@ class AuditSpool:
         self._reclaim_idle_ms = reclaim_idle_ms
         self._consumer = uuid.uuid4().hex
         self._script = redis.register_script(_CLAIM_OR_SPOOL) if redis is not None else None
+        # Concurrent postbacks share one pipelined round trip (services/common/batching.py).
+        self._claims: Batcher[tuple[str, dict[str, Any]], bool | None] = Batcher(
+            self._claim_many, name="postback-claims", max_size=256, max_in_flight=2)
 
     async def claim_or_spool(self, fingerprint: str, row: dict[str, Any]) -> bool | None:
         """True: first sight of the fingerprint (the caller applies the postback and writes its audit
@@ -96,13 +100,28 @@ class AuditSpool:
         the caller lets the database decide and writes the row itself."""
         if self._script is None:
             return None
+        return await self._claims.submit((fingerprint, row))
+
+    async def _claim_many(self, items: list[tuple[str, dict[str, Any]]]) -> list[bool | None]:
+        """One pipeline (not a MULTI: each script is atomic on its own) for the claims waiting."""
+        assert self._redis is not None and self._script is not None
         try:
-            first = await self._script(keys=[self._fingerprint_prefix + fingerprint, self._stream],
-                                       args=[self._ttl, _encode(row)])
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for fingerprint, row in items:
+                    await self._script(keys=[self._fingerprint_prefix + fingerprint, self._stream],
+                                       args=[self._ttl, _encode(row)], client=pipe)
+                replies = await pipe.execute(raise_on_error=False)
         except (RedisError, OSError) as exc:
             log.warning("redis claim failed (%s): falling back to the database", exc)
-            return None
-        return bool(first)
+            return [None] * len(items)
+        answers: list[bool | None] = []
+        for reply in replies:
+            if isinstance(reply, Exception):
+                log.warning("redis claim failed (%s): falling back to the database", reply)
+                answers.append(None)
+            else:
+                answers.append(bool(reply))
+        return answers
 
     # --- the flusher -------------------------------------------------------------------------
 

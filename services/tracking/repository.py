@@ -16,13 +16,13 @@ from services.tracking.models import Category, Claim, Click, Partner, PartnerRul
 PENDING_STATUSES = (PurchaseStatus.PENDING.value, PurchaseStatus.CONFIRMED.value)
 
 
-_CLICK_AND_PARTNER = (
+_CLICKS_AND_PARTNERS = (
     select(Click.id, Click.user_id, Partner.slug, Partner.rules_json, Partner.rule_version)
     .outerjoin(Partner, Partner.slug == Click.partner_id)
-    .where(Click.id == bindparam("click_id"))
+    .where(Click.id.in_(bindparam("click_ids", expanding=True)))
 )
-_PARTNER_RULES = select(Partner.slug, Partner.rules_json, Partner.rule_version).where(
-    Partner.slug == bindparam("slug"))
+_PARTNERS_RULES = select(Partner.slug, Partner.rules_json, Partner.rule_version).where(
+    Partner.slug.in_(bindparam("slugs", expanding=True)))
 _INSERT_POSTBACK = insert(Postback.__table__)
 _INSERT_PURCHASE_IF_NEW = {
     dialect.__name__.rsplit(".", 1)[-1]: dialect.insert(Purchase.__table__)
@@ -81,20 +81,45 @@ class TrackingRepository:
     async def click(self, click_id: str) -> Click | None:
         return await self.session.get(Click, click_id) if click_id else None
 
-    async def attribution(self, click_id: str, partner_hint: str) -> tuple[Row[Any] | None, Row[Any] | None]:
-        """For a new purchase: the click (id, user_id) and the partner (slug, rules_json,
-        rule_version) of the click, else of the hint; one round trip when the click is known (Core
-        rows, not ORM objects: this is the ingestion hot path)."""
+    async def attributions(self, wanted: list[tuple[str, str]]) -> list[tuple[Row[Any] | None, Row[Any] | None]]:
+        """For new purchases, per (click_id, partner_hint) pair in order: the click (id, user_id) and
+        the partner (slug, rules_json, rule_version) of the click, else of the hint. Two round trips
+        at most (Core rows, not ORM objects: this is the ingestion hot path): the clicks with their
+        partners, then the hinted partners of those without a known click."""
         conn = await self.session.connection()
-        if click_id:
-            found = (await conn.execute(_CLICK_AND_PARTNER, {"click_id": click_id})).first()
-            if found is not None:
-                click = found
-                partner = found if found.slug is not None else None
-                return click, partner
-        if not partner_hint:
-            return None, None
-        return None, (await conn.execute(_PARTNER_RULES, {"slug": partner_hint})).first()
+        click_ids = sorted({click_id for click_id, _ in wanted if click_id})
+        clicks: dict[str, Row[Any]] = {}
+        if click_ids:
+            clicks = {row.id: row for row in await conn.execute(
+                _CLICKS_AND_PARTNERS, {"click_ids": click_ids})}
+        hints = sorted({hint for click_id, hint in wanted if hint and click_id not in clicks})
+        partners: dict[str, Row[Any]] = {}
+        if hints:
+            partners = {row.slug: row for row in await conn.execute(_PARTNERS_RULES, {"slugs": hints})}
+        found: list[tuple[Row[Any] | None, Row[Any] | None]] = []
+        for click_id, hint in wanted:
+            click = clicks.get(click_id)
+            if click is not None:
+                found.append((click, click if click.slug is not None else None))
+            else:
+                found.append((None, partners.get(hint)))
+        return found
+
+    async def insert_purchases_if_new(self, rows: list[dict[str, Any]]) -> set[str]:
+        """Many `insert_purchase_if_new` in one statement (SQLAlchemy's insertmanyvalues): the ids
+        of the rows that went in. Rows go in (network, order, part) order, so two such batches
+        wait on each other's orders in one order and never deadlock."""
+        if not rows:
+            return set()
+        conn = await self.session.connection()
+        stmt = _INSERT_PURCHASE_IF_NEW[conn.dialect.name]
+        ordered = sorted(rows, key=lambda r: (r["network"], r["order_id"], r["part_id"]))
+        return set((await conn.execute(stmt, ordered)).scalars())
+
+    async def insert_postbacks(self, rows: list[dict[str, Any]]) -> None:
+        """Audit rows (the columns' values, as `services.tracking.audit.audit_record` makes them)."""
+        if rows:
+            await (await self.session.connection()).execute(_INSERT_POSTBACK, rows)
 
     # --- purchases ---------------------------------------------------------------------------
 
@@ -167,10 +192,6 @@ class TrackingRepository:
             ).order_by(Purchase.partner_id.desc(), Purchase.created_at).limit(1).with_for_update())
 
     # --- postbacks ---------------------------------------------------------------------------
-
-    async def insert_postback(self, row: dict[str, Any]) -> None:
-        """One audit row (the columns' values, as `services.tracking.audit.audit_record` makes them)."""
-        await (await self.session.connection()).execute(_INSERT_POSTBACK, row)
 
     async def insert_purchase_if_new(self, row: dict[str, Any]) -> bool:
         """INSERT ... ON CONFLICT (network, order_id, part_id) DO NOTHING: whether the row went in.

@@ -25,6 +25,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.common.batching import Batcher
 from services.common.clock import Clock
 from services.common.db import Database
 from services.common.errors import DomainError, InvalidArgument, Unauthenticated
@@ -133,6 +134,9 @@ class Tracking:
         self._accrual_delay = accrual_delay
         self._pending_expiry = pending_expiry
         self.work_due = asyncio.Event()  # set when a purchase is confirmed: the accrual job looks now
+        # New orders of concurrent postbacks go in together: one transaction, a few statements.
+        self._creations: Batcher[tuple[dict[str, Any], Report, datetime], _Applied | None] = Batcher(
+            self._create_many, name="new-purchases", max_size=256, max_in_flight=2)
 
     def set_relay(self, relay: OutboxRelay) -> None:
         self._relay = relay
@@ -249,7 +253,7 @@ class Tracking:
         if claimed is False:  # answered before any SQL; the audit row is spooled (services/tracking/audit.py)
             return IngestResult(record["id"], PostbackOutcome.DUPLICATE, "")
         try:
-            applied = await self._apply_with_retry(record, report, now)
+            applied = await self._apply(record, report, now)
         except BaseException:
             if claimed:
                 await self._fingerprints.release(fingerprint)
@@ -268,27 +272,58 @@ class Tracking:
 
     async def _audit(self, raw: RawPostback, now: datetime, outcome: PostbackOutcome, detail: str) -> None:
         async with self._db.transaction() as session:
-            await TrackingRepository(session).insert_postback(audit_record(
+            await TrackingRepository(session).insert_postbacks([audit_record(
                 postback_id=str(uuid.uuid4()), network=raw.network, http_method=raw.http_method,
                 query_string=raw.query_string, body=raw.body, headers=raw.headers, remote_address=raw.remote_address,
-                received_at=now, outcome=outcome.value, detail=detail, fingerprint="", order_id="", part_id=""))
+                received_at=now, outcome=outcome.value, detail=detail, fingerprint="", order_id="", part_id="")])
+
+    async def _apply(self, record: dict[str, Any], report: Report, now: datetime) -> _Applied:
+        """A new order goes in with the other new orders of the moment (`_create_many`); a known
+        order, or any postback of a batch that failed as a whole, takes its own transaction."""
+        try:
+            created = await self._creations.submit((record, report, now))
+        except Exception as exc:  # noqa: BLE001 - the batch failed as a whole: each tries on its own
+            log.warning("batch of new purchases failed (%s): applying postback %s on its own", exc, record["id"])
+            created = None
+        return created if created is not None else await self._apply_with_retry(record, report, now)
+
+    async def _create_many(self, items: list[tuple[dict[str, Any], Report, datetime]]) -> list[_Applied | None]:
+        """`_create_from_report` for many postbacks in one transaction: the purchases of new orders
+        and their audit rows go in; None for a postback whose order (part) already has a purchase
+        (or came twice in the batch) — nothing of it was written, the caller takes the full path."""
+        async with self._db.transaction() as session:
+            repo = TrackingRepository(session)
+            found = await repo.attributions([(report.click_id, report.partner_hint) for _, report, _ in items])
+            made = [self._new_purchase(record, report, now, click, partner)
+                    for (record, report, now), (click, partner) in zip(items, found, strict=True)]
+            inserted = await repo.insert_purchases_if_new([row for _, row, _ in made])
+            answers: list[_Applied | None] = []
+            audit = []
+            for (applied, row, audit_row) in made:
+                if row["id"] in inserted:
+                    answers.append(applied)
+                    audit.append(audit_row)
+                else:
+                    answers.append(None)
+            await repo.insert_postbacks(audit)
+        return answers
 
     async def _apply_with_retry(self, record: dict[str, Any], report: Report, now: datetime) -> _Applied:
         """Applies the report and stores `record` (its audit row) with the outcome, in one transaction."""
         for attempt in range(2):
             try:
                 async with self._db.transaction() as session:
-                    applied = await self._apply(session, report, now)
-                    await TrackingRepository(session).insert_postback({
+                    applied = await self._apply_known(session, report, now)
+                    await TrackingRepository(session).insert_postbacks([{
                         **record, "outcome": applied.result.outcome.value, "detail": applied.detail[:200],
-                        "purchase_id": applied.result.purchase_id})
+                        "purchase_id": applied.result.purchase_id}])
                 return replace(applied, result=replace(applied.result, postback_id=record["id"]))
             except IntegrityError:
                 if attempt == 1:
                     raise  # two concurrent creators: the loser's retry finds the winner's purchase
         raise AssertionError("unreachable")
 
-    async def _apply(self, session: AsyncSession, report: Report, now: datetime) -> _Applied:
+    async def _apply_known(self, session: AsyncSession, report: Report, now: datetime) -> _Applied:
         """`_Applied.result.postback_id` is filled in by the caller's audit row. A new order (the
         common case) costs one lookup and one INSERT; a known one is locked and moved."""
         repo = TrackingRepository(session)
@@ -350,7 +385,15 @@ class Tracking:
     async def _create_from_report(self, repo: TrackingRepository, report: Report, now: datetime) -> _Applied | None:
         """Inserts the purchase the report describes, unless the order (part) has one already: then
         None, and nothing was written (INSERT ... ON CONFLICT DO NOTHING, without the ORM)."""
-        click, partner = await repo.attribution(report.click_id, report.partner_hint)
+        [(click, partner)] = await repo.attributions([(report.click_id, report.partner_hint)])
+        applied, row, _ = self._new_purchase({}, report, now, click, partner)
+        return applied if await repo.insert_purchase_if_new(row) else None
+
+    def _new_purchase(self, record: dict[str, Any], report: Report, now: datetime, click: Any, partner: Any
+                      ) -> tuple[_Applied, dict[str, Any], dict[str, Any]]:
+        """The purchase a report of a new order makes (click: id and user_id; partner: slug,
+        rules_json and rule_version; either may be None), the answer, and `record` (its audit row)
+        completed with the outcome."""
         rules = _rules(partner.rules_json, partner.rule_version) if partner else None
         if click is not None and rules is not None:
             decision, outcome, detail = domain.decide(rules, report.facts), PostbackOutcome.ACCEPTED, "created"
@@ -361,16 +404,16 @@ class Tracking:
         if status is PurchaseStatus.REJECTED:
             outcome, detail = PostbackOutcome.REJECTED, "declined by the partner"
         purchase_id = str(uuid.uuid4())
-        inserted = await repo.insert_purchase_if_new({
+        row = {
             "id": purchase_id, "user_id": click.user_id if click else None,
             "partner_id": partner.slug if partner else "", "network": report.network, "order_id": report.order_id,
             "part_id": report.part_id, "click_id": click.id if click else "", "source": "postback",
             "status": status.value, "event_time": report.event_time, "created_at": now, "updated_at": now,
             "confirm_time": now if status is PurchaseStatus.CONFIRMED else None, "accrue_time": None,
-            **_facts_columns(report.facts), **_decision_columns(decision)})
-        if not inserted:
-            return None
-        return _Applied(IngestResult("", outcome, purchase_id), detail, confirmed=status is PurchaseStatus.CONFIRMED)
+            **_facts_columns(report.facts), **_decision_columns(decision)}
+        applied = _Applied(IngestResult(record.get("id", ""), outcome, purchase_id), detail,
+                           confirmed=status is PurchaseStatus.CONFIRMED)
+        return applied, row, {**record, "outcome": outcome.value, "detail": detail, "purchase_id": purchase_id}
 
     # --- lifecycle ---------------------------------------------------------------------------
 

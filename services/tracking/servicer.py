@@ -3,10 +3,14 @@ interceptor (services.common.grpc_server)."""
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
 from cashback.tracking.v1 import tracking_pb2 as pb
 from cashback.tracking.v1 import tracking_pb2_grpc
 
+from services.common.errors import InvalidArgument
+from services.common.grpc_server import failure_of
 from services.common.protoconv import timestamp
 from services.tracking import domain
 from services.tracking.domain import (
@@ -23,7 +27,7 @@ from services.tracking.domain import (
 )
 from services.tracking.models import Claim, Partner, Purchase
 from services.tracking.postbacks import RawPostback
-from services.tracking.service import Tracking, decision_of, rules_of
+from services.tracking.service import IngestResult, Tracking, decision_of, rules_of
 
 _REASON = {r: pb.DecisionReason.Value(f"DECISION_REASON_{r.value}") for r in DecisionReason}
 _STATUS = {s: pb.PurchaseStatus.Value(f"PURCHASE_STATUS_{s.value}") for s in PurchaseStatus}
@@ -32,6 +36,19 @@ _OUTCOME = {o: pb.PostbackOutcome.Value(f"POSTBACK_OUTCOME_{o.value}") for o in 
 _CLAIM = {s: pb.ClaimStatus.Value(f"CLAIM_STATUS_{s.value}") for s in ClaimStatus}
 _CLAIM_FROM = {v: k for k, v in _CLAIM.items()}
 _RATE = {RateType.PERCENT: pb.RATE_TYPE_PERCENT, RateType.FIXED: pb.RATE_TYPE_FIXED}
+MAX_POSTBACK_BATCH = 1000
+_INGEST_POSTBACKS = "/cashback.tracking.v1.TrackingService/IngestPostbacks"
+
+
+def _raw(request: pb.IngestPostbackRequest) -> RawPostback:
+    return RawPostback(network=request.network, http_method=request.http_method, query_string=request.query_string,
+                       body=request.body, headers={k.lower(): v for k, v in request.headers.items()},
+                       remote_address=request.remote_address)
+
+
+def _ingested(result: IngestResult) -> pb.IngestPostbackResponse:
+    return pb.IngestPostbackResponse(postback_id=result.postback_id, outcome=_OUTCOME[result.outcome],
+                                     purchase_id=result.purchase_id)
 
 
 def rules_to_pb(rules: RuleSet) -> pb.RuleSet:
@@ -119,12 +136,26 @@ class TrackingServicer(tracking_pb2_grpc.TrackingServiceServicer):
 
     async def IngestPostback(self, request: pb.IngestPostbackRequest,
                              context: grpc.aio.ServicerContext) -> pb.IngestPostbackResponse:
-        result = await self._t.ingest(RawPostback(
-            network=request.network, http_method=request.http_method, query_string=request.query_string,
-            body=request.body, headers={k.lower(): v for k, v in request.headers.items()},
-            remote_address=request.remote_address))
-        return pb.IngestPostbackResponse(postback_id=result.postback_id, outcome=_OUTCOME[result.outcome],
-                                         purchase_id=result.purchase_id)
+        return _ingested(await self._t.ingest(_raw(request)))
+
+    async def IngestPostbacks(self, request: pb.IngestPostbacksRequest,
+                              context: grpc.aio.ServicerContext) -> pb.IngestPostbacksResponse:
+        """Each postback as IngestPostback would take it, all at once: their Redis claims and their
+        new purchases go in together (services/common/batching.py)."""
+        if not 0 < len(request.postbacks) <= MAX_POSTBACK_BATCH:
+            raise InvalidArgument(f"a batch holds 1 to {MAX_POSTBACK_BATCH} postbacks", reason="BATCH_SIZE_INVALID")
+        outcomes = await asyncio.gather(*(self._t.ingest(_raw(p)) for p in request.postbacks), return_exceptions=True)
+        results = []
+        for outcome in outcomes:
+            if isinstance(outcome, IngestResult):
+                results.append(pb.IngestPostbackResult(response=_ingested(outcome)))
+            elif isinstance(outcome, Exception):
+                f = failure_of(outcome, _INGEST_POSTBACKS)
+                results.append(pb.IngestPostbackResult(failure=pb.RpcFailure(
+                    code=f.code.value[0], message=f.message, reason=f.reason, metadata=f.metadata)))
+            else:
+                raise outcome  # cancelled
+        return pb.IngestPostbacksResponse(results=results)
 
     async def ListPurchases(self, request: pb.ListPurchasesRequest,
                             context: grpc.aio.ServicerContext) -> pb.ListPurchasesResponse:
