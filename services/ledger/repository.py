@@ -151,7 +151,10 @@ class LedgerRepository:
             await self.session.execute(_SET_USER_COUNTERS, [
                 {"key": a.id, **{c: getattr(a, c) for c in _COUNTERS}} for a in users])
         for a in systems:  # one by one, in key order
-            await self.session.execute(_ADD_TO_SYSTEM_COUNTERS, {"key": a.id, **{c: getattr(a, c) for c in _COUNTERS}})
+            result = await self.session.execute(
+                _ADD_TO_SYSTEM_COUNTERS, {"key": a.id, **{c: getattr(a, c) for c in _COUNTERS}})
+            if result.rowcount != 1:  # no foreign key backs the transfers (see models.Transfer): fail loudly
+                raise LookupError(f"system account {a.id} does not exist")
 
     async def ensure_system_accounts(self, now: datetime) -> None:
         await self.create_accounts([AccountRef(system=s) for s in SystemAccount], now)
@@ -167,6 +170,16 @@ class LedgerRepository:
         if lock:  # refresh objects this session read before taking the lock
             stmt = stmt.with_for_update().execution_options(populate_existing=True)
         return {row.id: row for row in (await self.session.scalars(stmt)).all()}
+
+    async def specs_by_id(self, ids: list[str]) -> dict[str, TransferSpec]:
+        """The stored transfers among `ids`, as specs (what a replay is compared with): only the
+        columns a spec needs, no ORM objects (a batch usually finds none)."""
+        t = _transfers.c
+        rows = await self.session.execute(
+            select(t.id, t.debit_account_id, t.credit_account_id, t.amount, t.kind, t.reference, t.pending,
+                   t.timeout_seconds).where(self._among(t.id, ids)))
+        return {row[0]: TransferSpec(row[0], account_key_to_ref(row[1]), account_key_to_ref(row[2]), row[3],
+                                     Kind(row[4]), row[5], row[6], row[7]) for row in rows}
 
     async def get_transfer(self, transfer_id: str, *, lock: bool = False) -> Transfer | None:
         return (await self.transfers_by_id([transfer_id], lock=lock)).get(transfer_id)
@@ -184,7 +197,9 @@ class LedgerRepository:
         """(id, debit account, credit account) of holds past their timeout, without locking them."""
         rows = await self.session.execute(
             select(Transfer.id, Transfer.debit_account_id, Transfer.credit_account_id)
-            .where(Transfer.state == "PENDING", Transfer.timeout_at <= now)
+            # The state as a literal, not a parameter: a generic plan could then not use the partial
+            # index ix_transfers_pending_timeout (only pending holds, in timeout order).
+            .where(text("transfers.state = 'PENDING'"), Transfer.timeout_at <= now)
             .order_by(Transfer.timeout_at)
             .limit(limit)
         )

@@ -185,7 +185,7 @@ class Ledger:
                     domain.validate(spec)
                 except DomainError as exc:
                     invalid[i] = exc
-            existing = await repo.transfers_by_id(s.transfer_id for s in specs)
+            existing = await repo.specs_by_id([s.transfer_id for s in specs])
             fresh = [s for i, s in enumerate(specs) if i not in invalid and s.transfer_id not in existing]
             accounts = await self._lock(repo, [s.debit for s in fresh] + [s.credit for s in fresh], now)
             seen: dict[str, TransferSpec] = {}
@@ -195,8 +195,7 @@ class Ledger:
                     if i in invalid:
                         raise invalid[i]
                     if spec.transfer_id in existing or spec.transfer_id in seen:
-                        stored = (spec_of(existing[spec.transfer_id]) if spec.transfer_id in existing
-                                  else seen[spec.transfer_id])
+                        stored = existing.get(spec.transfer_id) or seen[spec.transfer_id]
                         differing = domain.differing_field(stored, spec)
                         if differing is not None:  # a batch result has only a reason: it names the field
                             raise domain.TransferExistsWithDifferentFields(

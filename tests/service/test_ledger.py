@@ -9,10 +9,13 @@ from datetime import timedelta
 import grpc
 import pytest
 from cashback.ledger.v1 import ledger_pb2, ledger_pb2_grpc
+from sqlalchemy import text
 
 from services.common.clock import FrozenClock
 from services.common.db import Database
 from services.common.grpc_client import error_info, open_channel
+from services.ledger import domain
+from services.ledger.domain import AccountRef, Kind, TransferSpec
 from services.ledger.service import Ledger
 
 FUNDING = ledger_pb2.AccountRef(system=ledger_pb2.SYSTEM_ACCOUNT_CASHBACK_FUNDING)
@@ -319,3 +322,22 @@ async def test_concurrent_replays_of_a_hold_of_the_whole_balance_are_replays_not
                                      for _ in range(10)))
     assert sorted(r.already_existed for r in replies) == [False] + [True] * 9
     assert (await balance(ledger, uid)).available_kopecks == 0
+
+
+async def test_a_transfer_to_a_missing_system_account_fails_loudly_and_applies_nothing(clocked):
+    """Transfers have no foreign keys to accounts (see models.Transfer): the UPDATE of a system
+    account's counters must find its row, or the whole transaction fails."""
+    stub, _, replica = clocked
+    async with replica._db.transaction() as session:
+        await session.execute(text("DELETE FROM accounts WHERE id = 'system:REFERRAL_FUNDING'"))
+    uid = str(uuid.uuid4())
+    spec = TransferSpec("referral:missing-funding", AccountRef(system=domain.SystemAccount.REFERRAL_FUNDING),
+                        AccountRef(user_id=uid), 500, Kind.REFERRAL_BONUS, "", False, 0)
+    with pytest.raises(LookupError, match="REFERRAL_FUNDING"):
+        await replica.create_transfer(spec)
+    with pytest.raises(LookupError, match="REFERRAL_FUNDING"):
+        await replica.create_transfers([spec])
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.GetTransfer(ledger_pb2.GetTransferRequest(transfer_id="referral:missing-funding"))
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+    assert (await balance(stub, uid)).posted_kopecks == 0
