@@ -63,3 +63,32 @@ async def test_forged_unsigned_stale_future_and_replayed_postbacks_are_not_accep
         ("UNAUTHENTICATED", "TIMESTAMP_OUT_OF_WINDOW")] * 2, [(r.outcome, r.detail) for r in rows]
     assert sorted(r.outcome for r in rows if r.outcome != "UNAUTHENTICATED") == ["DUPLICATE", "UNATTRIBUTED"]
     assert all(r.body == body for r in rows)
+
+
+async def test_concurrent_postbacks_each_get_their_own_answer_through_the_gateway(http: httpx.AsyncClient, stack):
+    """The gateway sends postbacks that arrive together in one IngestPostbacks call: sent at once,
+    forgeries, malformed ones and good ones still get each their own status and problem code."""
+    now, run = int(time.time()), uuid.uuid4().hex[:8]
+
+    def body(i: int, status: str = "pending") -> bytes:
+        return json.dumps({"order_id": f"MIX-{run}-{i}", "partner_id": "ozon", "status": status,
+                           "amount_kopecks": 10_000 + i, "currency": "RUB"}).encode()
+
+    requests = []
+    for i in range(60):
+        kind = ("good", "forged", "malformed")[i % 3]
+        raw = body(i, "paid" if kind == "malformed" else "pending")
+        secret = "not-the-secret" if kind == "forged" else "dev-direct-secret"
+        requests.append((kind, raw, {"Content-Type": "application/json",
+                                     "X-Cashback-Signature": sign_direct(raw, at=now, secret=secret)}))
+    replies = await asyncio.gather(*(http.post("/v1/postbacks/direct", content=raw, headers=headers)
+                                     for _, raw, headers in requests))
+    for (kind, raw, _), reply in zip(requests, replies, strict=True):
+        if kind == "good":
+            assert reply.status_code == 200 and reply.json()["outcome"] == "UNATTRIBUTED", reply.text
+        elif kind == "forged":
+            assert reply.status_code == 401 and reply.json()["code"] == "SIGNATURE_INVALID", reply.text
+        else:
+            assert reply.status_code == 400 and reply.json()["code"] == "POSTBACK_MALFORMED", reply.text
+    good = [r.json()["purchase_id"] for (kind, _, _), r in zip(requests, replies, strict=True) if kind == "good"]
+    assert len(set(good)) == 20

@@ -59,14 +59,16 @@ class Stack:
 
     # --- postbacks ---------------------------------------------------------------------------
 
-    async def direct(self, *, secret: str = "dev-direct-secret", skew: timedelta = timedelta(0),
-                     header: str | None = None, **fields) -> pb.IngestPostbackResponse:
+    def direct_request(self, *, secret: str = "dev-direct-secret", skew: timedelta = timedelta(0),
+                       header: str | None = None, **fields) -> pb.IngestPostbackRequest:
         body = json.dumps({"currency": "RUB", "channel": "web", "customer_type": "individual",
                            "event_time": self.clock.now().isoformat(), **fields}).encode()
         signature = header if header is not None else sign(secret, int((self.clock.now() + skew).timestamp()), body)
-        return await self.tracking.IngestPostback(pb.IngestPostbackRequest(
-            network="direct", http_method="POST", body=body, headers={"x-cashback-signature": signature},
-            remote_address="198.51.100.7"))
+        return pb.IngestPostbackRequest(network="direct", http_method="POST", body=body,
+                                        headers={"x-cashback-signature": signature}, remote_address="198.51.100.7")
+
+    async def direct(self, **kwargs) -> pb.IngestPostbackResponse:
+        return await self.tracking.IngestPostback(self.direct_request(**kwargs))
 
     async def admitad(self, method: str = "GET", secret: str = "dev-admitad-secret",
                       **params) -> pb.IngestPostbackResponse:
@@ -261,6 +263,54 @@ async def test_exact_duplicates_and_concurrent_copies_change_nothing(stack):
     assert len(purchases) == 1 and purchases[0].cashback_kopecks == 2000
     # Fast-path duplicates' audit rows are spooled in Redis and flushed in batches: poll.
     await stack.wait_audit_rows(10, order_id=oid)
+
+
+async def test_a_batch_of_postbacks_answers_each_as_if_sent_alone(stack):
+    """IngestPostbacks (what the gateway sends): new orders, copies, a later status of an order of
+    the same batch, a forgery, an unknown click and a malformed body, each with its own answer in
+    order and its own audit row; the purchases are what one-by-one ingestion would make."""
+    user = await stack.sign_up()
+    click = await stack.click(user.user_id)
+    a, b, c = order(), order(), order()
+    requests = [
+        stack.direct_request(order_id=a, click_id=click, status="pending", amount_kopecks=100000),
+        stack.direct_request(order_id=a, click_id=click, status="pending", amount_kopecks=100000),
+        stack.direct_request(order_id=b, click_id=click, status="pending", amount_kopecks=20000),
+        stack.direct_request(order_id=b, click_id=click, status="approved", amount_kopecks=20000),
+        stack.direct_request(secret="guessed", order_id=c, click_id=click, status="approved", amount_kopecks=500),
+        stack.direct_request(order_id=c, click_id="no-such-click", status="pending", amount_kopecks=30000),
+        stack.direct_request(order_id=order(), status="paid", amount_kopecks=100),
+    ]
+    reply = await stack.tracking.IngestPostbacks(pb.IngestPostbacksRequest(postbacks=requests))
+    assert len(reply.results) == len(requests)
+    answers = [r.response if r.WhichOneof("result") == "response" else r.failure for r in reply.results]
+    assert [r.WhichOneof("result") for r in reply.results] == ["response"] * 4 + ["failure", "response", "failure"]
+    assert answers[0].outcome == pb.POSTBACK_OUTCOME_ACCEPTED
+    assert answers[1].outcome == pb.POSTBACK_OUTCOME_DUPLICATE
+    assert {answers[2].outcome, answers[3].outcome} == {pb.POSTBACK_OUTCOME_ACCEPTED}
+    assert answers[2].purchase_id == answers[3].purchase_id != answers[0].purchase_id
+    assert (answers[4].code, answers[4].reason) == (grpc.StatusCode.UNAUTHENTICATED.value[0], "SIGNATURE_INVALID")
+    assert answers[5].outcome == pb.POSTBACK_OUTCOME_UNATTRIBUTED
+    assert (answers[6].code, answers[6].reason) == (grpc.StatusCode.INVALID_ARGUMENT.value[0], "POSTBACK_MALFORMED")
+    assert len({x.postback_id for x in answers[:4]} | {answers[5].postback_id}) == 5
+
+    first = await stack.purchase(answers[0].purchase_id)
+    assert first.status == pb.PURCHASE_STATUS_PENDING and first.cashback_kopecks == 7000
+    second = await stack.purchase(answers[2].purchase_id)
+    assert second.status == pb.PURCHASE_STATUS_CONFIRMED and second.amount_kopecks == 20000
+    unattributed = await stack.purchase(answers[5].purchase_id)
+    assert unattributed.user_id == "" and unattributed.status == pb.PURCHASE_STATUS_PENDING
+    purchases = (await stack.tracking.ListPurchases(pb.ListPurchasesRequest(user_id=user.user_id))).purchases
+    assert sorted(p.order_id for p in purchases) == sorted([a, b])
+    assert await stack.pending(user.user_id) == 7000 + 1400
+    for oid, outcomes in ((a, ["ACCEPTED", "DUPLICATE"]), (b, ["ACCEPTED", "ACCEPTED"])):
+        assert sorted(r.outcome for r in await stack.wait_audit_rows(2, order_id=oid)) == outcomes
+    refused = [r.outcome for r in await stack.audit_rows(network="direct") if r.outcome in ("UNAUTHENTICATED",
+                                                                                             "REJECTED")]
+    assert sorted(refused) == ["REJECTED", "UNAUTHENTICATED"]
+
+    empty = await rpc_error(stack.tracking.IngestPostbacks(pb.IngestPostbacksRequest()))
+    assert empty.code() == grpc.StatusCode.INVALID_ARGUMENT and error_info(empty).reason == "BATCH_SIZE_INVALID"
 
 
 async def test_bad_signature_is_unauthenticated_and_stored(stack):
