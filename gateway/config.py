@@ -72,6 +72,10 @@ class Settings:
     rate_limit_per_user: int = 600
     rate_limit_per_address: int = 1200
     idempotency_ttl_seconds: int = 24 * 3600
+    # Postbacks that arrive together go to tracking in one IngestPostbacks call of at most this
+    # many, with at most this many calls in flight (1 and a high number: one call per postback).
+    postback_batch_size: int = 200
+    postback_batches_in_flight: int = 2
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -92,6 +96,8 @@ class Settings:
             support_keys=_keys_from_env("GATEWAY_SUPPORT_KEYS", env, DEV_SUPPORT_KEYS),
             rate_limit_per_user=env_int("GATEWAY_RATE_LIMIT_PER_USER", 600),
             rate_limit_per_address=env_int("GATEWAY_RATE_LIMIT_PER_ADDRESS", 1200),
+            postback_batch_size=env_int("GATEWAY_POSTBACK_BATCH_SIZE", 200),
+            postback_batches_in_flight=env_int("GATEWAY_POSTBACK_BATCHES_IN_FLIGHT", 2),
         )
 
     @classmethod

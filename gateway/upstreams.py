@@ -28,7 +28,13 @@ class Upstreams:
     ledger: ledger_pb2_grpc.LedgerServiceStub
     redemption: redemption_pb2_grpc.RedemptionServiceStub
     timeout: float
-    _postbacks: PostbackBatcher | None = field(default=None, repr=False)
+    postback_batch_size: int = 200
+    postback_batches_in_flight: int = 2
+    _postbacks: PostbackBatcher = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._postbacks = Batcher(self._ingest_postbacks, name="postbacks", max_size=self.postback_batch_size,
+                                  max_in_flight=self.postback_batches_in_flight)
 
     async def ingest_postback(self, request: tracking_pb2.IngestPostbackRequest
                               ) -> tracking_pb2.IngestPostbackResponse:
@@ -37,8 +43,6 @@ class Upstreams:
         so a burst costs a few round trips, not one each. Each gets its own answer or error, as
         from IngestPostback; a failure of the whole call reaches each of them. The calls carry
         the request id of the first postback of the batch."""
-        if self._postbacks is None:
-            self._postbacks = Batcher(self._ingest_postbacks, name="postbacks", max_size=200, max_in_flight=2)
         return await self._postbacks.submit(request)
 
     async def _ingest_postbacks(self, requests: list[tracking_pb2.IngestPostbackRequest]
@@ -62,7 +66,8 @@ class Upstreams:
                    tracking=tracking_pb2_grpc.TrackingServiceStub(channels["tracking"]),
                    ledger=ledger_pb2_grpc.LedgerServiceStub(channels["ledger"]),
                    redemption=redemption_pb2_grpc.RedemptionServiceStub(channels["redemption"]),
-                   timeout=settings.rpc_deadline_seconds)
+                   timeout=settings.rpc_deadline_seconds, postback_batch_size=settings.postback_batch_size,
+                   postback_batches_in_flight=settings.postback_batches_in_flight)
 
     async def not_serving(self, timeout: float) -> list[str]:
         """The upstreams whose standard health check does not answer SERVING."""

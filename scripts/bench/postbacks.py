@@ -8,7 +8,13 @@ grpc.health.v1 Check, no work) measured just before it:
 - exact duplicates per second (answered from Redis before any SQL; their audit rows spooled).
 
 Signed bodies are generated beforehand (signatures are valid 300 s) into a file the Lua script
-cycles through. Figures are printed, never asserted. Environment: BENCH_POSTGRES_URL (admin URL,
+cycles through. Figures are printed, never asserted.
+
+The gateway sends the postbacks that arrive together in one IngestPostbacks call and tracking
+claims and inserts them together (services/common/batching.py), which is why postbacks can pass
+the bare hop, which pays a gRPC call per request. `GATEWAY_POSTBACK_BATCH_SIZE=1
+GATEWAY_POSTBACK_BATCHES_IN_FLIGHT=1000 make bench BENCH=postbacks` measures one call per postback
+for comparison (the stack takes the variables from this environment). Environment: BENCH_POSTGRES_URL (admin URL,
 default the local server), BENCH_REDIS_URL (default redis://127.0.0.1:6379/0), BENCH_SECONDS
 (per measurement, default 8), BENCH_CONNECTIONS (default 64), BENCH_PROFILE (a directory: py-spy
 records the gateway and tracking during the unique and duplicate runs as collapsed stacks there).
@@ -29,6 +35,7 @@ from pathlib import Path
 import asyncpg
 import httpx
 
+from gateway.config import Settings as GatewaySettings
 from scripts.stack import Stack, free_port, processes
 from services.tracking.postbacks import sign
 
@@ -179,10 +186,13 @@ async def main() -> None:
             echo2 = await asyncio.to_thread(wrk, f"{gateway}/dev/echo", str(script))
             dup = await _profiled(stack, "duplicates", lambda: asyncio.to_thread(
                 wrk, f"{gateway}/v1/postbacks/direct", str(script), str(dups)))
+        batching = GatewaySettings.from_env()
         hop1, hop2 = per_second(echo1), per_second(echo2)
         u, d = per_second(uniq, "accepted"), per_second(dup, "duplicate")
         print(f"{CONNECTIONS} connections, {SECONDS} s per measurement, wrk -t{THREADS}; PostgreSQL + Redis; "
-              f"LOG_LEVEL=WARNING; {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end")
+              f"LOG_LEVEL=WARNING; {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end; "
+              f"gateway postback batches of <= {batching.postback_batch_size}, "
+              f"{batching.postback_batches_in_flight} in flight")
         print(f"bare hop GET /dev/echo            : {hop1:8.0f} req/s  p50 {echo1['p50_us'] / 1000:6.1f} ms  "
               f"p99 {echo1['p99_us'] / 1000:6.1f} ms")
         print(f"unique postbacks                  : {u:8.0f} /s     p50 {uniq['p50_us'] / 1000:6.1f} ms  "
