@@ -13,6 +13,7 @@ from gateway.errors import responses
 from gateway.limits import client_address
 from gateway.routes.common import Rpc
 from gateway.schemas import PostbackAck, short
+from services.common.logs import request_id_var
 
 router = APIRouter(prefix="/v1/postbacks", tags=["postbacks"], responses=responses(400, 401, 404, 422, 503, 504))
 
@@ -39,7 +40,7 @@ async def _ingest(network: str, request: Request, rpc: Rpc) -> Response:
     r = await rpc.ingest_postback(tracking_pb2.IngestPostbackRequest(
         network=network, http_method=scope["method"], query_string=scope.get("query_string", b"").decode(),
         body=body, headers={k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]},
-        remote_address=client_address(request),
+        remote_address=client_address(request), request_id=request_id_var.get(),
     ))
     ack = {"status": "ok", "outcome": _OUTCOMES.get(r.outcome), "postback_id": r.postback_id,
            "purchase_id": r.purchase_id or None}

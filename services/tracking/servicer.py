@@ -11,6 +11,7 @@ from cashback.tracking.v1 import tracking_pb2_grpc
 
 from services.common.errors import InvalidArgument
 from services.common.grpc_server import failure_of
+from services.common.logs import request_id_var
 from services.common.protoconv import timestamp
 from services.tracking import domain
 from services.tracking.domain import (
@@ -138,13 +139,18 @@ class TrackingServicer(tracking_pb2_grpc.TrackingServiceServicer):
                              context: grpc.aio.ServicerContext) -> pb.IngestPostbackResponse:
         return _ingested(await self._t.ingest(_raw(request)))
 
+    async def _ingest_one(self, request: pb.IngestPostbackRequest) -> IngestResult:
+        if request.request_id:  # this task's own context (gather wraps each in a task)
+            request_id_var.set(request.request_id)
+        return await self._t.ingest(_raw(request))
+
     async def IngestPostbacks(self, request: pb.IngestPostbacksRequest,
                               context: grpc.aio.ServicerContext) -> pb.IngestPostbacksResponse:
         """Each postback as IngestPostback would take it, all at once: their Redis claims and their
         new purchases go in together (services/common/batching.py)."""
         if not 0 < len(request.postbacks) <= MAX_POSTBACK_BATCH:
             raise InvalidArgument(f"a batch holds 1 to {MAX_POSTBACK_BATCH} postbacks", reason="BATCH_SIZE_INVALID")
-        outcomes = await asyncio.gather(*(self._t.ingest(_raw(p)) for p in request.postbacks), return_exceptions=True)
+        outcomes = await asyncio.gather(*(self._ingest_one(p) for p in request.postbacks), return_exceptions=True)
         results = []
         for outcome in outcomes:
             if isinstance(outcome, IngestResult):

@@ -83,7 +83,7 @@ async def test_concurrent_postbacks_each_get_their_own_answer_through_the_gatewa
                                      "X-Cashback-Signature": sign_direct(raw, at=now, secret=secret)}))
     replies = await asyncio.gather(*(http.post("/v1/postbacks/direct", content=raw, headers=headers)
                                      for _, raw, headers in requests))
-    for (kind, raw, _), reply in zip(requests, replies, strict=True):
+    for (kind, _, _), reply in zip(requests, replies, strict=True):
         if kind == "good":
             assert reply.status_code == 200 and reply.json()["outcome"] == "UNATTRIBUTED", reply.text
         elif kind == "forged":
