@@ -14,6 +14,10 @@ class Base(DeclarativeBase):
 
 class Account(Base):
     __tablename__ = "accounts"
+    # Every transfer rewrites its accounts' counters: free room in each page lets PostgreSQL keep the
+    # new row version on the same page (a HOT update, no index entry to add), which halves the cost
+    # of a batch's account UPDATE (revision 8d2e4f6a9c13).
+    __table_args__ = {"postgresql_with": {"fillfactor": 70}}
 
     # "user:<user_id>" or "system:<NAME>".
     id: Mapped[str] = mapped_column(String(160), primary_key=True)

@@ -5,12 +5,15 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from operator import itemgetter
 from typing import Any
 
+import asyncpg
 from sqlalchemy import and_, any_, bindparam, case, func, insert, literal, or_, select, text, tuple_, update
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.ledger.domain import AccountRef, Balances, Kind, SystemAccount, TransferSpec
@@ -78,6 +81,8 @@ _PG_SET_USER_COUNTERS = text(
 )
 _TRANSFER_COLUMNS = ("id", "debit_account_id", "credit_account_id", "amount", "kind", "reference", "pending",
                      "timeout_seconds", "state", "timeout_at", "created_at", "resolved_at")
+_row_values = itemgetter(*_TRANSFER_COLUMNS)
+_COPY_MIN_ROWS = 50  # below, COPY's extra round trip (it first reads the column types) does not pay
 _PG_INSERT_TRANSFERS = text(
     f"INSERT INTO transfers ({', '.join(_TRANSFER_COLUMNS)}) "
     "SELECT * "
@@ -185,10 +190,26 @@ class LedgerRepository:
         return (await self.transfers_by_id([transfer_id], lock=lock)).get(transfer_id)
 
     async def add_transfers(self, rows: list[dict[str, object]]) -> None:
+        if len(rows) >= _COPY_MIN_ROWS and self._dialect == "postgresql" and await self._copy_transfers(rows):
+            return
         if rows and self._dialect == "postgresql":
             await self.session.execute(_PG_INSERT_TRANSFERS, {c: [row[c] for row in rows] for c in _TRANSFER_COLUMNS})
         elif rows:
             await self.session.execute(insert(_transfers), rows)
+
+    async def _copy_transfers(self, rows: list[dict[str, object]]) -> bool:
+        """PostgreSQL, a batch: COPY (binary) on this transaction's asyncpg connection, about a
+        third cheaper than the INSERT of unnested arrays for a thousand rows. False (nothing done)
+        if the transaction has not begun on the driver's side yet. A duplicate id is raised as
+        SQLAlchemy's IntegrityError, like the INSERT's, for the use case's retry."""
+        raw = (await (await self.session.connection()).get_raw_connection()).driver_connection
+        if raw is None or not raw.is_in_transaction():
+            return False
+        try:
+            await raw.copy_records_to_table("transfers", columns=_TRANSFER_COLUMNS, records=map(_row_values, rows))
+        except asyncpg.IntegrityConstraintViolationError as exc:
+            raise IntegrityError("COPY transfers", None, exc) from exc
+        return True
 
     async def account(self, key: str) -> Account | None:
         return await self.session.get(Account, key)

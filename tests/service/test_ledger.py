@@ -269,6 +269,29 @@ async def test_concurrent_creators_of_one_id_create_it_once(ledger):
     assert (await ledger.AuditLedger(ledger_pb2.AuditLedgerRequest())).ok
 
 
+async def test_concurrent_batches_of_the_same_new_ids_create_each_once(ledger):
+    """Batches large enough for the COPY path (PostgreSQL): the loser of the primary-key race
+    retries and answers every transfer as already existing. Same accounts (the loser waits on the
+    account locks) and other accounts (the loser waits on the winner's uncommitted rows)."""
+    for round_, shift in enumerate((0, 1)):
+        uids = [str(uuid.uuid4()) for _ in range(101)]
+        batches = [ledger_pb2.CreateTransfersRequest(transfers=[
+            accrual(uids[i + s], 100, f"cashback:batch-race:{round_}:{i}") for i in range(100)]) for s in (0, shift)]
+        replies = await asyncio.gather(*(ledger.CreateTransfers(b) for b in batches), return_exceptions=True)
+        statuses = sorted((r.applied, sorted({t.status for t in r.results}), sorted({t.reason for t in r.results}))
+                          for r in replies)
+        if shift:  # other accounts: the loser's replay names the differing field and applies nothing
+            assert statuses == [(False, [ledger_pb2.TRANSFER_RESULT_STATUS_FAILED],
+                                 ["TRANSFER_EXISTS_WITH_DIFFERENT_CREDIT_ACCOUNT"]),
+                                (True, [ledger_pb2.TRANSFER_RESULT_STATUS_CREATED], [""])]
+        else:
+            assert statuses == [(True, [ledger_pb2.TRANSFER_RESULT_STATUS_CREATED], [""]),
+                                (True, [ledger_pb2.TRANSFER_RESULT_STATUS_ALREADY_EXISTED], [""])]
+        totals = [(await balance(ledger, uid)).posted_kopecks for uid in uids]
+        assert sum(totals) == 100 * 100
+    assert (await ledger.AuditLedger(ledger_pb2.AuditLedgerRequest())).ok
+
+
 @pytest.mark.parametrize(("change", "reason"), [
     ({"timeout_seconds": 2**32}, "TIMEOUT_INVALID"),
     ({"timeout_seconds": -5}, "TIMEOUT_INVALID"),
