@@ -8,6 +8,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cached_property
 
 from services.common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 
@@ -61,7 +62,7 @@ class AccountRef:
     user_id: str | None = None
     system: SystemAccount | None = None
 
-    @property
+    @cached_property  # asked several times per transfer on the batch path; computed once
     def key(self) -> str:
         return f"user:{self.user_id}" if self.user_id is not None else f"system:{self.system}"
 
@@ -190,9 +191,9 @@ def check_can_debit(balances: Balances, amount: int, *, is_user: bool) -> None:
         )
 
 
-def check_no_overflow(*counters: int) -> None:
+def check_no_overflow(counter: int) -> None:
     """TigerBeetle's overflows_*: a counter after the transfer must still fit its column."""
-    if any(c > MAX_COUNTER_KOPECKS for c in counters):
+    if counter > MAX_COUNTER_KOPECKS:
         raise CounterOverflow("the transfer would overflow an account's counters")
 
 

@@ -11,7 +11,9 @@ transfer rows, system accounts), so no two of them can deadlock.
 Two creators of the same new transfer id: with the same accounts the second waits on the account
 locks and then sees the first's row as a replay; with other accounts both insert and race on the
 primary key, and the loser retries once and then sees the winner's row (replay or conflict).
-A replay of an existing id is answered before any lock is taken and changes nothing.
+A replay of an existing id is answered before any lock is taken and changes nothing. A batch is
+first tried as all new ids, without looking them up (its insert refuses a stored id and nothing is
+applied); only if that fails is it run again looking them up (see Ledger._create_batch).
 """
 
 from __future__ import annotations
@@ -59,9 +61,9 @@ class AuditReport:
 def _apply_new(accounts: dict[str, Counters], spec: TransferSpec, now: datetime) -> dict[str, object]:
     debit, credit = accounts[spec.debit.key], accounts[spec.credit.key]
     amount = spec.amount_kopecks
-    domain.check_can_debit(debit.balances(), amount, is_user=debit.is_user)
-    # System accounts hold deltas here; their int64 columns refuse an overflow in the database.
+    # System accounts hold deltas here (never checked); their int64 columns refuse an overflow in the database.
     if debit.is_user:
+        domain.check_can_debit(debit.balances(), amount, is_user=True)
         domain.check_no_overflow(debit.debits_posted + debit.debits_pending + amount)
     if credit.is_user:
         domain.check_no_overflow(credit.credits_posted + credit.credits_pending + amount)
@@ -164,15 +166,26 @@ class Ledger:
         if not 0 < len(specs) <= domain.MAX_BATCH_SIZE:
             raise domain.TransferInvalid(f"a batch holds 1 to {domain.MAX_BATCH_SIZE} transfers",
                                          reason="BATCH_SIZE_INVALID")
-        for attempt in range(2):
+        look_up = False  # the first try assumes the ids are new (see _create_batch)
+        for attempt in range(3):
             try:
-                return await self._create_batch(specs)
-            except IntegrityError:
-                if attempt == 1:
+                result = await self._create_batch(specs, look_up_existing=look_up)
+            except IntegrityError:  # an id exists (first try), or a concurrent creator won the race
+                if attempt == 2:
                     raise
+                result = None
+            if result is not None:
+                return result
+            look_up = True
         raise AssertionError("unreachable")
 
-    async def _create_batch(self, specs: list[TransferSpec]) -> BatchResult:
+    async def _create_batch(self, specs: list[TransferSpec], *, look_up_existing: bool) -> BatchResult | None:
+        """Applies a batch in one transaction, all or none. Without `look_up_existing` (the first
+        try: a day's accruals are new ids) it skips the lookup of stored ids, a thousand index
+        probes: the primary key of the insert is then the check, so a batch holding a stored id
+        fails the insert (IntegrityError) and is rolled back; a batch that would fail a transfer is
+        rolled back too, since its answer (a replay is no failure) needs the lookup. The caller
+        then runs it again with the lookup (None or IntegrityError: nothing was applied)."""
         outcomes: list[tuple[str, str, str]] = []
         failed = False
         async with self._db.transaction() as session:
@@ -185,7 +198,8 @@ class Ledger:
                     domain.validate(spec)
                 except DomainError as exc:
                     invalid[i] = exc
-            existing = await repo.specs_by_id([s.transfer_id for s in specs])
+            look_up_existing = look_up_existing or bool(invalid)
+            existing = await repo.specs_by_id([s.transfer_id for s in specs]) if look_up_existing else {}
             fresh = [s for i, s in enumerate(specs) if i not in invalid and s.transfer_id not in existing]
             accounts = await self._lock(repo, [s.debit for s in fresh] + [s.credit for s in fresh], now)
             seen: dict[str, TransferSpec] = {}
@@ -211,6 +225,8 @@ class Ledger:
                     outcomes.append((spec.transfer_id, "FAILED", exc.reason))
             if failed:
                 await session.rollback()
+                if not look_up_existing:
+                    return None
                 return BatchResult(False, [
                     (tid, status if status == "FAILED" else "NOT_APPLIED", reason)
                     for tid, status, reason in outcomes

@@ -24,12 +24,15 @@ _RESULT_TO_PB = {
 }
 
 
+_SYSTEM_REFS = {pb: AccountRef(system=s) for pb, s in _SYSTEM_FROM_PB.items()}  # immutable: shared
+
+
 def _account_from_pb(ref: ledger_pb2.AccountRef) -> AccountRef:
     which = ref.WhichOneof("account")
     if which == "user_id":
         return AccountRef(user_id=ref.user_id)
-    if which == "system" and ref.system in _SYSTEM_FROM_PB:
-        return AccountRef(system=_SYSTEM_FROM_PB[ref.system])
+    if which == "system":
+        return _SYSTEM_REFS.get(ref.system) or AccountRef()
     return AccountRef()  # rejected by domain.validate
 
 

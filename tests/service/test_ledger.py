@@ -269,6 +269,31 @@ async def test_concurrent_creators_of_one_id_create_it_once(ledger):
     assert (await ledger.AuditLedger(ledger_pb2.AuditLedgerRequest())).ok
 
 
+async def test_a_batch_mixing_replays_and_new_transfers_answers_each(ledger):
+    """A replayed hold of the whole balance would be refused as a new transfer (insufficient
+    funds): the batch's first try, which assumes new ids, must not answer with that."""
+    uid = str(uuid.uuid4())
+    await ledger.CreateTransfer(ledger_pb2.CreateTransferRequest(transfer=accrual(uid, 1000, f"cashback:m0-{uid}")))
+    hold = payment(uid, 1000, pending=True, tid=f"hold:m-{uid}")
+    await ledger.CreateTransfer(ledger_pb2.CreateTransferRequest(transfer=hold))
+    fresh = [accrual(uid, 10, f"cashback:m{i}-{uid}") for i in range(1, 100)]
+    reply = await ledger.CreateTransfers(ledger_pb2.CreateTransfersRequest(transfers=[hold, *fresh]))
+    assert reply.applied
+    assert [r.status for r in reply.results] == (
+        [ledger_pb2.TRANSFER_RESULT_STATUS_ALREADY_EXISTED] + [ledger_pb2.TRANSFER_RESULT_STATUS_CREATED] * 99)
+    b = await balance(ledger, uid)
+    assert (b.posted_kopecks, b.pending_debits_kopecks, b.available_kopecks) == (1990, 1000, 990)
+    # A new transfer that fails, beside a replay: the replay is reported as such, nothing applied.
+    broke = payment(uid, 10**6, tid=f"mobile-payment:m-{uid}")
+    reply = await ledger.CreateTransfers(ledger_pb2.CreateTransfersRequest(transfers=[hold, *fresh[:60], broke]))
+    assert not reply.applied
+    assert [(r.status, r.reason) for r in reply.results] == (
+        [(ledger_pb2.TRANSFER_RESULT_STATUS_NOT_APPLIED, "")] * 61
+        + [(ledger_pb2.TRANSFER_RESULT_STATUS_FAILED, "INSUFFICIENT_FUNDS")])
+    assert (await balance(ledger, uid)).available_kopecks == 990
+    assert (await ledger.AuditLedger(ledger_pb2.AuditLedgerRequest())).ok
+
+
 async def test_concurrent_batches_of_the_same_new_ids_create_each_once(ledger):
     """Batches large enough for the COPY path (PostgreSQL): the loser of the primary-key race
     retries and answers every transfer as already existing. Same accounts (the loser waits on the
