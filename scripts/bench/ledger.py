@@ -4,7 +4,9 @@ The ledger runs as its own process (`python -m services.ledger`, as `make run` s
 fresh database; this process is the client. On PostgreSQL (BENCH_POSTGRES_URL, default the local
 server) it measures:
   - single transfers per second: one CreateTransfer per accrual, BENCH_CONCURRENCY clients at once;
-  - batched transfers per second: CreateTransfers with BENCH_BATCH (1,000) accruals per call;
+  - batched transfers per second: CreateTransfers with BENCH_BATCH (1,000) accruals per call, one
+    call at a time (the primary figure); then, as a secondary figure, BENCH_BATCHES_IN_FLIGHT (2)
+    callers at once;
   - balance reads (GetBalance) p50/p99 while writers keep creating transfers;
 and beside them, in the same run against the same server, pgbench's built-in TPC-B-like
 workload (`pgbench -b tpcb-like`, the classic account-transfer transaction) on a scratch
@@ -33,6 +35,7 @@ SINGLE = int(os.environ.get("BENCH_TRANSFERS", "3000"))
 CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", "16"))
 BATCH = int(os.environ.get("BENCH_BATCH", "1000"))
 BATCHES = int(os.environ.get("BENCH_BATCHES", "20"))
+IN_FLIGHT = int(os.environ.get("BENCH_BATCHES_IN_FLIGHT", "2"))  # secondary figure; 0 or 1: not measured
 READ_SECONDS = float(os.environ.get("BENCH_READ_SECONDS", "8"))
 PGBENCH_SECONDS = int(os.environ.get("BENCH_PGBENCH_SECONDS", "10"))
 USERS = 1000
@@ -68,6 +71,24 @@ async def batched_transfers(stub: ledger_pb2_grpc.LedgerServiceStub, batches: in
     for request in requests:
         reply = await stub.CreateTransfers(request)
         assert reply.applied, [r.reason for r in reply.results if r.reason][:3]
+    return batches * size / (time.perf_counter() - started)
+
+
+async def batched_in_flight(stub: ledger_pb2_grpc.LedgerServiceStub, batches: int, size: int, in_flight: int) -> float:
+    """As batched_transfers, but `in_flight` callers each sending their batches one after another (the
+    same accruals to the same users: the batches serialise on the users' account locks, and only the
+    work outside the transaction overlaps). A secondary figure: the primary one is sequential."""
+    run = uuid.uuid4().hex[:8]
+    requests = iter([ledger_pb2.CreateTransfersRequest(transfers=[accrual(run, b * size + i) for i in range(size)])
+                     for b in range(batches)])
+
+    async def caller() -> None:
+        for request in requests:
+            reply = await stub.CreateTransfers(request)
+            assert reply.applied, [r.reason for r in reply.results if r.reason][:3]
+
+    started = time.perf_counter()
+    await asyncio.gather(*(caller() for _ in range(in_flight)))
     return batches * size / (time.perf_counter() - started)
 
 
@@ -116,6 +137,8 @@ async def bench_ledger(label: str, database_url: str) -> dict[str, float]:
                 "single": await single_transfers(stub, SINGLE, CONCURRENCY),
                 "batched": await batched_transfers(stub, BATCHES, BATCH),
             }
+            if IN_FLIGHT > 1:
+                figures["in_flight"] = await batched_in_flight(stub, BATCHES, BATCH, IN_FLIGHT)
             figures["read_p50"], figures["read_p99"], figures["writes_during_reads"] = (
                 await reads_under_writes(stub, READ_SECONDS))
             audit = await stub.AuditLedger(ledger_pb2.AuditLedgerRequest())
@@ -174,6 +197,9 @@ def report(label: str, f: dict[str, float], baseline: tuple[float, float] | None
           f"{f['single']:8.0f} transfers/s{ratio(f['single'])}")
     print(f"ledger/{label:<8} batched transfers (CreateTransfers x{BATCH}):     "
           f"{f['batched']:8.0f} transfers/s{ratio(f['batched'])}")
+    if "in_flight" in f:
+        print(f"ledger/{label:<8} {f'batched, {IN_FLIGHT} batches in flight (secondary):':<46}"
+              f"{f['in_flight']:8.0f} transfers/s{ratio(f['in_flight'])}")
     read = (f"ledger/{label:<8} GetBalance under write load ({f['writes_during_reads']:.0f} writes/s): "
             f"p50 {f['read_p50']:.2f} ms, p99 {f['read_p99']:.2f} ms")
     if baseline:
@@ -183,7 +209,8 @@ def report(label: str, f: dict[str, float], baseline: tuple[float, float] | None
 
 
 async def main() -> None:
-    print(f"{SINGLE} single transfers, {BATCHES} batches of {BATCH}, reads for {READ_SECONDS:.0f} s")
+    print(f"{SINGLE} single transfers, {BATCHES} batches of {BATCH} (one at a time"
+          f"{f', then {IN_FLIGHT} in flight' if IN_FLIGHT > 1 else ''}), reads for {READ_SECONDS:.0f} s")
     name = f"cbbench_ledger_{uuid.uuid4().hex[:8]}"
     try:
         admin = await asyncpg.connect(PG_ADMIN, timeout=3)
