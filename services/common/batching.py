@@ -76,6 +76,8 @@ class Batcher(Generic[T, R]):
             if len(results) != len(batch):
                 raise AssertionError(f"batch {self.name}: {len(results)} results for {len(batch)} items")
         except BaseException as exc:  # noqa: BLE001 - every caller of the batch gets it
+            if not isinstance(exc, asyncio.CancelledError):
+                log.warning("batch %s of %d items failed: %s: %s", self.name, len(batch), type(exc).__name__, exc)
             for _, future in batch:
                 if not future.done():
                     future.set_exception(exc)

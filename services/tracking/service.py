@@ -282,8 +282,7 @@ class Tracking:
         order, or any postback of a batch that failed as a whole, takes its own transaction."""
         try:
             created = await self._creations.submit((record, report, now))
-        except Exception as exc:  # noqa: BLE001 - the batch failed as a whole: each tries on its own
-            log.warning("batch of new purchases failed (%s): applying postback %s on its own", exc, record["id"])
+        except Exception:  # noqa: BLE001 - the batch failed as a whole (logged once): each tries on its own
             created = None
         return created if created is not None else await self._apply_with_retry(record, report, now)
 

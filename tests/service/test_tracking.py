@@ -313,6 +313,34 @@ async def test_a_batch_of_postbacks_answers_each_as_if_sent_alone(stack):
     assert empty.code() == grpc.StatusCode.INVALID_ARGUMENT and error_info(empty).reason == "BATCH_SIZE_INVALID"
 
 
+async def test_when_a_batch_of_new_purchases_fails_each_postback_is_applied_on_its_own(stack, monkeypatch):
+    """A batch whose transaction fails (here: its INSERT, once) loses nothing: each of its postbacks
+    is applied alone, with its own answer and audit row."""
+    from services.tracking.repository import TrackingRepository
+
+    original, failures = TrackingRepository.insert_purchases_if_new, []
+
+    async def failing_once(self, rows):
+        if not failures:
+            failures.append(len(rows))
+            raise ConnectionResetError("connection lost mid-batch")
+        return await original(self, rows)
+
+    monkeypatch.setattr(TrackingRepository, "insert_purchases_if_new", failing_once)
+    user = await stack.sign_up()
+    click = await stack.click(user.user_id)
+    orders = [order() for _ in range(5)]
+    reply = await stack.tracking.IngestPostbacks(pb.IngestPostbacksRequest(postbacks=[
+        stack.direct_request(order_id=oid, click_id=click, status="pending", amount_kopecks=10000)
+        for oid in orders]))
+    assert failures == [5]
+    assert [r.response.outcome for r in reply.results] == [pb.POSTBACK_OUTCOME_ACCEPTED] * 5
+    purchases = (await stack.tracking.ListPurchases(pb.ListPurchasesRequest(user_id=user.user_id))).purchases
+    assert sorted(p.order_id for p in purchases) == sorted(orders)
+    for oid in orders:
+        assert [r.outcome for r in await stack.audit_rows(order_id=oid)] == ["ACCEPTED"]
+
+
 async def test_bad_signature_is_unauthenticated_and_stored(stack):
     oid = order()
     forged = await rpc_error(stack.direct(secret="guessed", order_id=oid, status="approved", amount_kopecks=100))
