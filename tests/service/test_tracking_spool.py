@@ -79,9 +79,16 @@ class DatabaseLock:
             self._pg = await asyncpg.connect(self.url.replace("postgresql+asyncpg://", "postgresql://"))
             await self._pg.execute("BEGIN; LOCK TABLE postbacks, purchases IN ACCESS EXCLUSIVE MODE")
         else:
-            self._sqlite = sqlite3.connect(self.url.split("///", 1)[1], isolation_level=None)
-            self._sqlite.execute("BEGIN EXCLUSIVE")
+            # In a thread: the service runs in this event loop and may hold a write transaction that
+            # needs the loop to finish; waiting for the lock here, on the loop, would stall it.
+            self._sqlite = await asyncio.to_thread(self._sqlite_exclusive, self.url.split("///", 1)[1])
         return self
+
+    @staticmethod
+    def _sqlite_exclusive(path: str) -> sqlite3.Connection:
+        connection = sqlite3.connect(path, isolation_level=None, timeout=30, check_same_thread=False)
+        connection.execute("BEGIN EXCLUSIVE")
+        return connection
 
     async def __aexit__(self, *exc: object) -> None:
         if self._pg is not None:
