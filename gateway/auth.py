@@ -6,8 +6,6 @@ compared in constant time. The user id only ever comes from the token."""
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import logging
 import time
 from dataclasses import dataclass
@@ -21,6 +19,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 
 from gateway.config import Settings
 from gateway.errors import ApiError
+from services.common.credentials import match_key
 
 log = logging.getLogger("cashback.gateway.auth")
 
@@ -120,19 +119,6 @@ async def current_user(request: Request,
     user_id = await request.app.state.keyset.verify(credentials.credentials)
     await request.app.state.limits.check_user(user_id)
     return user_id
-
-
-def match_key(presented: str | None, keys: tuple[tuple[str, str], ...]) -> str | None:
-    """The principal whose stored hash matches the presented key; every stored hash is compared,
-    in constant time, so timing says nothing about which key came close."""
-    if not presented:
-        return None
-    digest = hashlib.sha256(presented.encode()).hexdigest()
-    found = None
-    for principal, stored in keys:
-        if hmac.compare_digest(digest, stored):
-            found = principal
-    return found
 
 
 def _api_key_principal(request: Request, presented: str | None, attribute: str, who: str) -> str:

@@ -2,48 +2,15 @@
 
 from __future__ import annotations
 
-import hashlib
-import os
-import re
 from dataclasses import dataclass, field
 
-from services.common.config import ConfigError, cashback_env, env_float, env_int, env_str, redis_url, upstream_address
+from services.common.config import cashback_env, env_float, env_int, env_str, redis_url, upstream_address
+from services.common.credentials import hashed, keys_from_env
 
 # Dev-only client credentials (documented in the README; never accepted outside `env == "dev"`).
 DEV_STORE_KEYS = {"store-1": "dev-store-key"}
 DEV_USSD_KEYS = {"ussd-gateway": "dev-ussd-key"}
 DEV_SUPPORT_KEYS = {"support-dev": "dev-support-key"}
-
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
-
-
-def hash_key(secret: str) -> str:
-    """How client credentials are stored: SHA-256, hex."""
-    return hashlib.sha256(secret.encode()).hexdigest()
-
-
-def _hashed(plain: dict[str, str]) -> tuple[tuple[str, str], ...]:
-    return tuple((principal, hash_key(secret)) for principal, secret in plain.items())
-
-
-def parse_keys(name: str, raw: str) -> tuple[tuple[str, str], ...]:
-    """`<principal id>:<sha256 hex of the key>` pairs, comma-separated."""
-    pairs = []
-    for item in filter(None, (part.strip() for part in raw.split(","))):
-        principal, sep, digest = item.partition(":")
-        digest = digest.strip().lower()
-        if not sep or not principal.strip() or not _HEX64.match(digest):
-            raise ConfigError(f"{name} must be '<id>:<sha256 hex>' pairs separated by commas, got {item!r}")
-        pairs.append((principal.strip(), digest))
-    return tuple(pairs)
-
-
-def _keys_from_env(name: str, env: str, dev: dict[str, str]) -> tuple[tuple[str, str], ...]:
-    raw = os.environ.get(name)
-    if raw is not None:
-        return parse_keys(name, raw)
-    return _hashed(dev) if env == "dev" else ()
-
 
 @dataclass(frozen=True)
 class Settings:
@@ -91,9 +58,9 @@ class Settings:
             redis_url=redis_url(),
             rpc_deadline_seconds=env_float("GATEWAY_RPC_DEADLINE_SECONDS", 5.0),
             max_body_bytes=env_int("GATEWAY_MAX_BODY_BYTES", 64 * 1024),
-            store_keys=_keys_from_env("GATEWAY_STORE_KEYS", env, DEV_STORE_KEYS),
-            ussd_keys=_keys_from_env("GATEWAY_USSD_KEYS", env, DEV_USSD_KEYS),
-            support_keys=_keys_from_env("GATEWAY_SUPPORT_KEYS", env, DEV_SUPPORT_KEYS),
+            store_keys=keys_from_env("GATEWAY_STORE_KEYS", DEV_STORE_KEYS),
+            ussd_keys=keys_from_env("GATEWAY_USSD_KEYS", DEV_USSD_KEYS),
+            support_keys=keys_from_env("GATEWAY_SUPPORT_KEYS", DEV_SUPPORT_KEYS),
             rate_limit_per_user=env_int("GATEWAY_RATE_LIMIT_PER_USER", 600),
             rate_limit_per_address=env_int("GATEWAY_RATE_LIMIT_PER_ADDRESS", 1200),
             postback_batch_size=env_int("GATEWAY_POSTBACK_BATCH_SIZE", 200),
@@ -103,5 +70,5 @@ class Settings:
     @classmethod
     def dev_keys(cls) -> dict[str, tuple[tuple[str, str], ...]]:
         """The dev credentials, hashed, for settings built in code (tests)."""
-        return {"store_keys": _hashed(DEV_STORE_KEYS), "ussd_keys": _hashed(DEV_USSD_KEYS),
-                "support_keys": _hashed(DEV_SUPPORT_KEYS)}
+        return {"store_keys": hashed(DEV_STORE_KEYS), "ussd_keys": hashed(DEV_USSD_KEYS),
+                "support_keys": hashed(DEV_SUPPORT_KEYS)}

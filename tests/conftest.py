@@ -13,6 +13,9 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
+# As `make test` runs them: dev mode, so services in this process accept, and clients present, the
+# dev service credential (services/common/credentials.py); tests of production mode set it themselves.
+os.environ.setdefault("CASHBACK_ENV", "dev")
 BACKEND = os.environ.get("CASHBACK_TEST_BACKEND", "postgres")
 POSTGRES_ADMIN_URL = os.environ.get("CASHBACK_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_TEST_URL = os.environ.get("CASHBACK_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import secrets
 import shutil
 import statistics
 import tempfile
@@ -29,6 +30,7 @@ import asyncpg
 from cashback.ledger.v1 import ledger_pb2, ledger_pb2_grpc
 
 from scripts.stack import Stack, free_port, processes
+from services.common.credentials import hash_key
 from services.common.grpc_client import open_channel
 
 SINGLE = int(os.environ.get("BENCH_TRANSFERS", "3000"))
@@ -127,9 +129,11 @@ async def bench_ledger(label: str, database_url: str) -> dict[str, float]:
     port = free_port()
     [proc] = [p for p in processes({"ledger": port}, databases={"ledger": database_url}) if p.name == "ledger"]
     with tempfile.TemporaryDirectory() as logs:
-        stack = Stack([proc], env={"CASHBACK_ENV": "prod", "LOG_LEVEL": "WARNING"}, log_dir=logs)
+        token = secrets.token_urlsafe(24)  # production mode: the ledger takes only this credential
+        stack = Stack([proc], env={"CASHBACK_ENV": "prod", "LOG_LEVEL": "WARNING",
+                                   "CASHBACK_SERVICE_CREDENTIALS": f"bench:{hash_key(token)}"}, log_dir=logs)
         await stack.start_one(proc)
-        channel = open_channel(f"127.0.0.1:{port}", default_timeout=120)
+        channel = open_channel(f"127.0.0.1:{port}", default_timeout=120, token=token)
         stub = ledger_pb2_grpc.LedgerServiceStub(channel)
         try:
             await single_transfers(stub, 200, CONCURRENCY)  # warm-up: accounts exist, connections open

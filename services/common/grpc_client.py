@@ -10,6 +10,7 @@ from typing import Any
 import grpc
 from google.rpc import error_details_pb2, status_pb2
 
+from services.common.credentials import AUTHORIZATION_KEY, service_token
 from services.common.grpc_server import REQUEST_ID_KEY, STATUS_DETAILS_KEY, status_trailer
 from services.common.logs import request_id_var
 
@@ -17,12 +18,17 @@ DEFAULT_DEADLINE_SECONDS = 5.0
 _CODE_BY_NUMBER = {code.value[0]: code for code in grpc.StatusCode}
 
 
-class _DeadlineAndRequestId(grpc.aio.UnaryUnaryClientInterceptor):
-    def __init__(self, default_timeout: float) -> None:
+class _CallDefaults(grpc.aio.UnaryUnaryClientInterceptor):
+    """A deadline on every call, the request id passed on, the service credential presented."""
+
+    def __init__(self, default_timeout: float, token: str) -> None:
         self._default_timeout = default_timeout
+        self._authorization = (AUTHORIZATION_KEY, f"Bearer {token}") if token else None
 
     async def intercept_unary_unary(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
         metadata = list(client_call_details.metadata or [])
+        if self._authorization is not None and not any(k == AUTHORIZATION_KEY for k, _ in metadata):
+            metadata.append(self._authorization)
         request_id = request_id_var.get()
         if request_id != "-" and not any(k == REQUEST_ID_KEY for k, _ in metadata):
             metadata.append((REQUEST_ID_KEY, request_id))
@@ -36,10 +42,13 @@ class _DeadlineAndRequestId(grpc.aio.UnaryUnaryClientInterceptor):
         return await continuation(details, request)
 
 
-def open_channel(address: str, *, default_timeout: float = DEFAULT_DEADLINE_SECONDS) -> grpc.aio.Channel:
+def open_channel(address: str, *, default_timeout: float = DEFAULT_DEADLINE_SECONDS,
+                 token: str | None = None) -> grpc.aio.Channel:
+    """A channel to one of our services; its calls present `token` (default: this process's own
+    service token, `services.common.credentials.service_token`)."""
     return grpc.aio.insecure_channel(
         address,
-        interceptors=[_DeadlineAndRequestId(default_timeout)],
+        interceptors=[_CallDefaults(default_timeout, service_token() if token is None else token)],
         options=[("grpc.keepalive_time_ms", 30_000), ("grpc.enable_retries", 1)],
     )
 

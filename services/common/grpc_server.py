@@ -20,6 +20,7 @@ from grpc_reflection.v1alpha import reflection
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 
+from services.common.credentials import AUTHORIZATION_KEY, ServiceCredentials
 from services.common.errors import DomainError, ErrorKind
 from services.common.logs import request_id_var
 
@@ -36,6 +37,8 @@ STATUS_BY_KIND: dict[ErrorKind, grpc.StatusCode] = {
     ErrorKind.UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
 }
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
+# Open to any caller: probes (load balancers, `python -m services.common.healthcheck`) and grpcurl.
+_OPEN_METHODS = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 REQUEST_ID_KEY = "x-request-id"
 
 
@@ -70,12 +73,16 @@ def failure_of(exc: Exception, method: str) -> Failure:
     return Failure(grpc.StatusCode.INTERNAL, "internal error", "INTERNAL", {})
 
 
-class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
-    """Domain errors → status code + ErrorInfo; anything else → INTERNAL with a log line.
-    Also binds the caller's request id to the logs of the call."""
+class CallInterceptor(grpc.aio.ServerInterceptor):
+    """Every call of our services passes here: the caller's service credential is checked (see
+    services/common/credentials.py; the health check and reflection are open), its request id is
+    bound to the logs of the call, and exceptions become statuses with ErrorInfo (`failure_of`).
+    Our services' RPCs are all unary; a streaming one would be refused rather than let through
+    unchecked."""
 
-    def __init__(self, domain: str) -> None:
+    def __init__(self, domain: str, credentials: ServiceCredentials) -> None:
         self._domain = domain
+        self._credentials = credentials
 
     async def intercept_service(
         self,
@@ -83,12 +90,17 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(handler_call_details)
-        if handler is None or handler.unary_unary is None:
+        method = handler_call_details.method
+        if handler is None or method.startswith(_OPEN_METHODS):
             return handler
+        metadata = dict(handler_call_details.invocation_metadata or ())
+        caller = self._credentials.caller(metadata.get(AUTHORIZATION_KEY))
+        if caller is None or handler.unary_unary is None:
+            return self._refusal(method, "a service credential is required (authorization: Bearer <token>)"
+                                 if caller is None else "streaming calls are not served")
         inner = handler.unary_unary
         domain = self._domain
-        method = handler_call_details.method
-        request_id = dict(handler_call_details.invocation_metadata or ()).get(REQUEST_ID_KEY, "-")
+        request_id = metadata.get(REQUEST_ID_KEY, "-")
 
         async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> Any:
             token = request_id_var.set(str(request_id))
@@ -109,6 +121,16 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
+
+    def _refusal(self, method: str, message: str) -> grpc.RpcMethodHandler:
+        log.warning("%s refused: %s", method, message)
+        code = grpc.StatusCode.UNAUTHENTICATED
+        trailer = status_trailer(code, message, "SERVICE_CREDENTIAL_INVALID", self._domain, {})
+
+        async def refuse(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            await context.abort(code, message, trailing_metadata=trailer)
+
+        return grpc.unary_unary_rpc_method_handler(refuse)
 
 
 @dataclass
@@ -158,7 +180,8 @@ async def _guard(job: Callable[[], Coroutine[Any, Any, None]], name: str) -> Non
 
 
 async def start(runtime: Runtime, *, host: str = "127.0.0.1", port: int = 0) -> RunningService:
-    server = grpc.aio.server(interceptors=[ErrorMappingInterceptor(f"cashback.{runtime.name}")])
+    credentials = ServiceCredentials.from_env()  # outside dev, refuses to start without any
+    server = grpc.aio.server(interceptors=[CallInterceptor(f"cashback.{runtime.name}", credentials)])
     runtime.register(server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -21,12 +21,12 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import asyncpg
-import grpc
 import httpx
 import pytest
 from cashback.ledger.v1 import ledger_pb2, ledger_pb2_grpc
 
 from scripts.stack import Process, Stack, free_port, processes
+from services.common.grpc_client import open_channel
 from tests.conftest import BACKEND
 from tests.e2e.conftest import SERVICES, _dump_logs, direct_postback, sign_direct, sign_up
 
@@ -120,7 +120,7 @@ def beeline_number() -> str:
 
 
 async def statement(ledger_address: str, user_id: str) -> list[ledger_pb2.StatementEntry]:
-    async with grpc.aio.insecure_channel(ledger_address) as channel:
+    async with open_channel(ledger_address) as channel:
         stub = ledger_pb2_grpc.LedgerServiceStub(channel)
         entries, token = [], ""
         while True:

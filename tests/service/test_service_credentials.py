@@ -1,0 +1,49 @@
+"""Service credentials (DESIGN §3): every RPC of our services needs one; the health check does not."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+from cashback.ledger.v1 import ledger_pb2, ledger_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from services.common.config import ConfigError
+from services.common.credentials import DEV_SERVICE_TOKEN, hash_key
+from services.common.grpc_client import error_info, open_channel
+
+
+async def balance(address: str, token: str) -> ledger_pb2.GetBalanceResponse:
+    async with open_channel(address, token=token) as channel:
+        return await ledger_pb2_grpc.LedgerServiceStub(channel).GetBalance(
+            ledger_pb2.GetBalanceRequest(user_id="someone"))
+
+
+async def refused(address: str, token: str) -> grpc.aio.AioRpcError:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await balance(address, token)
+    return caught.value
+
+
+async def test_calls_without_a_valid_credential_are_refused_and_health_stays_open(start_service):
+    ledger = await start_service("ledger")
+    assert (await balance(ledger.address, DEV_SERVICE_TOKEN)).balance.posted_kopecks == 0
+    for token in ("", "guessed", DEV_SERVICE_TOKEN + "x"):
+        error = await refused(ledger.address, token)
+        assert error.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert error_info(error).reason == "SERVICE_CREDENTIAL_INVALID"
+    async with grpc.aio.insecure_channel(ledger.address) as channel:  # no credential at all
+        reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+async def test_outside_dev_only_the_configured_credentials_are_taken(start_service, monkeypatch):
+    monkeypatch.setenv("CASHBACK_ENV", "prod")
+    monkeypatch.delenv("CASHBACK_SERVICE_CREDENTIALS", raising=False)
+    with pytest.raises(ConfigError, match="CASHBACK_SERVICE_CREDENTIALS is required"):
+        await start_service("ledger")
+    monkeypatch.setenv("CASHBACK_SERVICE_CREDENTIALS", f"billing:{hash_key('billing-token')}, "
+                                                       f"tracking:{hash_key('tracking-token')}")
+    ledger = await start_service("ledger")
+    for token in ("billing-token", "tracking-token"):
+        assert (await balance(ledger.address, token)).balance.posted_kopecks == 0
+    assert (await refused(ledger.address, DEV_SERVICE_TOKEN)).code() == grpc.StatusCode.UNAUTHENTICATED
