@@ -20,6 +20,7 @@ from grpc_reflection.v1alpha import reflection
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 
+from services.common.config import ConfigError
 from services.common.credentials import AUTHORIZATION_KEY, ServiceCredentials
 from services.common.errors import DomainError, ErrorKind
 from services.common.logs import request_id_var
@@ -179,8 +180,10 @@ async def _guard(job: Callable[[], Coroutine[Any, Any, None]], name: str) -> Non
             await asyncio.sleep(1)
 
 
-async def start(runtime: Runtime, *, host: str = "127.0.0.1", port: int = 0) -> RunningService:
-    credentials = ServiceCredentials.from_env()  # outside dev, refuses to start without any
+async def start(runtime: Runtime, *, host: str = "127.0.0.1", port: int = 0,
+                credentials: ServiceCredentials | None = None) -> RunningService:
+    """`credentials`: whom the service takes calls from (default: from the environment)."""
+    credentials = credentials or ServiceCredentials.from_env()  # outside dev, refuses to start without any
     server = grpc.aio.server(interceptors=[CallInterceptor(f"cashback.{runtime.name}", credentials)])
     runtime.register(server)
     health_servicer = health.aio.HealthServicer()
@@ -200,9 +203,16 @@ async def start(runtime: Runtime, *, host: str = "127.0.0.1", port: int = 0) -> 
     return RunningService(runtime, server, bound, health_servicer, tasks)
 
 
-async def serve(runtime: Runtime, *, host: str, port: int, grace: float = 10.0) -> None:
-    """Run until SIGTERM or SIGINT, then shut down gracefully."""
-    running = await start(runtime, host=host, port=port)
+async def serve(build: Coroutine[Any, Any, Runtime], *, host: str, port: int, grace: float = 10.0) -> None:
+    """Builds the runtime (its migrations, connections), runs it until SIGTERM or SIGINT, then
+    shuts down gracefully. A missing service credential stops it before anything is built."""
+    try:
+        credentials = ServiceCredentials.from_env()
+    except ConfigError:
+        build.close()
+        raise
+    runtime = await build
+    running = await start(runtime, host=host, port=port, credentials=credentials)
     log.info("%s listening on %s:%d", runtime.name, host, running.port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -31,7 +31,7 @@ USAGE = "usage: python -m services.identity [list-keys | rotate-key | retire-key
 
 async def main() -> None:
     settings = Settings.from_env()
-    await serve(await build_runtime(settings), host=settings.host, port=settings.port)
+    await serve(build_runtime(settings), host=settings.host, port=settings.port)
 
 
 async def admin(command: str, args: list[str]) -> int:

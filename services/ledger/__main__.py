@@ -12,7 +12,7 @@ from services.ledger.config import Settings
 
 async def main() -> None:
     settings = Settings.from_env()
-    await serve(await build_runtime(settings), host=settings.host, port=settings.port)
+    await serve(build_runtime(settings), host=settings.host, port=settings.port)
 
 
 if __name__ == "__main__":

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import grpc
 import pytest
 from cashback.ledger.v1 import ledger_pb2, ledger_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from services.common.config import ConfigError
+from services.common.config import ROOT, ConfigError
 from services.common.credentials import DEV_SERVICE_TOKEN, hash_key
 from services.common.grpc_client import error_info, open_channel
 
@@ -47,3 +51,15 @@ async def test_outside_dev_only_the_configured_credentials_are_taken(start_servi
     for token in ("billing-token", "tracking-token"):
         assert (await balance(ledger.address, token)).balance.posted_kopecks == 0
     assert (await refused(ledger.address, DEV_SERVICE_TOKEN)).code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_a_service_without_credentials_outside_dev_exits_before_touching_its_database(tmp_path):
+    database = tmp_path / "ledger.db"
+    env = {**os.environ, "CASHBACK_ENV": "prod", "LEDGER_DATABASE_URL": f"sqlite+aiosqlite:///{database}",
+           "LEDGER_PORT": "0", "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'gen'}"}
+    env.pop("CASHBACK_SERVICE_CREDENTIALS", None)
+    done = subprocess.run([sys.executable, "-m", "services.ledger"], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode != 0
+    assert "CASHBACK_SERVICE_CREDENTIALS is required" in done.stderr
+    assert not database.exists()
