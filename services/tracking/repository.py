@@ -106,9 +106,11 @@ class TrackingRepository:
         return found
 
     async def insert_purchases_if_new(self, rows: list[dict[str, Any]]) -> set[str]:
-        """Many `insert_purchase_if_new` in one statement (SQLAlchemy's insertmanyvalues): the ids
-        of the rows that went in. Rows go in (network, order, part) order, so two such batches
-        wait on each other's orders in one order and never deadlock."""
+        """INSERT ... ON CONFLICT (network, order_id, part_id) DO NOTHING of purchases, in one
+        statement (SQLAlchemy's insertmanyvalues): the ids of the rows that went in. On PostgreSQL
+        a concurrent inserter of the same order is waited for; then the row exists and is skipped.
+        Rows go in (network, order, part) order, so two such inserts wait on each other's orders
+        in one order and never deadlock."""
         if not rows:
             return set()
         conn = await self.session.connection()
@@ -192,13 +194,6 @@ class TrackingRepository:
             ).order_by(Purchase.partner_id.desc(), Purchase.created_at).limit(1).with_for_update())
 
     # --- postbacks ---------------------------------------------------------------------------
-
-    async def insert_purchase_if_new(self, row: dict[str, Any]) -> bool:
-        """INSERT ... ON CONFLICT (network, order_id, part_id) DO NOTHING: whether the row went in.
-        On PostgreSQL a concurrent inserter of the same order is waited for; then the row exists."""
-        conn = await self.session.connection()
-        stmt = _INSERT_PURCHASE_IF_NEW[conn.dialect.name]
-        return (await conn.execute(stmt, row)).first() is not None
 
     async def fingerprint_applied(self, fingerprint: str) -> bool:
         """Whether a postback with this fingerprint changed a purchase before."""

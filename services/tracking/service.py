@@ -386,7 +386,7 @@ class Tracking:
         None, and nothing was written (INSERT ... ON CONFLICT DO NOTHING, without the ORM)."""
         [(click, partner)] = await repo.attributions([(report.click_id, report.partner_hint)])
         applied, row, _ = self._new_purchase({}, report, now, click, partner)
-        return applied if await repo.insert_purchase_if_new(row) else None
+        return applied if row["id"] in await repo.insert_purchases_if_new([row]) else None
 
     def _new_purchase(self, record: dict[str, Any], report: Report, now: datetime, click: Any, partner: Any
                       ) -> tuple[_Applied, dict[str, Any], dict[str, Any]]:
