@@ -28,8 +28,8 @@ class Upstreams:
     ledger: ledger_pb2_grpc.LedgerServiceStub
     redemption: redemption_pb2_grpc.RedemptionServiceStub
     timeout: float
-    postback_batch_size: int = 200
-    postback_batches_in_flight: int = 2
+    postback_batch_size: int
+    postback_batches_in_flight: int
     _postbacks: PostbackBatcher = field(init=False, repr=False)
 
     def __post_init__(self) -> None:

@@ -4,14 +4,13 @@ and domain errors read back from `ErrorInfo`."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import grpc
 from google.rpc import error_details_pb2, status_pb2
 
 from services.common.credentials import AUTHORIZATION_KEY, service_token
-from services.common.grpc_server import REQUEST_ID_KEY, STATUS_DETAILS_KEY, status_trailer
+from services.common.grpc_server import REQUEST_ID_KEY, STATUS_DETAILS_KEY, RpcErrorInfo, status_trailer
 from services.common.logs import request_id_var
 
 DEFAULT_DEADLINE_SECONDS = 5.0
@@ -51,14 +50,6 @@ def open_channel(address: str, *, default_timeout: float = DEFAULT_DEADLINE_SECO
         interceptors=[_CallDefaults(default_timeout, service_token() if token is None else token)],
         options=[("grpc.keepalive_time_ms", 30_000), ("grpc.enable_retries", 1)],
     )
-
-
-@dataclass(frozen=True)
-class RpcErrorInfo:
-    code: grpc.StatusCode
-    message: str
-    reason: str
-    metadata: dict[str, str]
 
 
 def error_info(exc: grpc.aio.AioRpcError) -> RpcErrorInfo:

@@ -52,26 +52,28 @@ def status_trailer(code: grpc.StatusCode, message: str, reason: str, domain: str
 
 
 @dataclass(frozen=True)
-class Failure:
+class RpcErrorInfo:
+    """A call's failure as the caller sees it: the status, and the ErrorInfo reason and metadata."""
+
     code: grpc.StatusCode
     message: str
     reason: str
     metadata: dict[str, str]
 
 
-def failure_of(exc: Exception, method: str) -> Failure:
+def failure_of(exc: Exception, method: str) -> RpcErrorInfo:
     """The one mapping of a use case's exception to what the caller gets (logged as it goes):
     a domain error → its status code and reason; the database out of reach → UNAVAILABLE (a
     transient condition, safe to retry); anything else → INTERNAL, with the traceback in the log."""
     if isinstance(exc, DomainError):
         code = STATUS_BY_KIND[exc.kind]
         log.info("%s -> %s %s: %s", method, code.name, exc.reason, exc.message)
-        return Failure(code, exc.message, exc.reason, dict(exc.metadata))
+        return RpcErrorInfo(code, exc.message, exc.reason, dict(exc.metadata))
     if isinstance(exc, (OperationalError, InterfaceError, SQLAlchemyTimeoutError, ConnectionError)):
         log.warning("%s: database unavailable: %s", method, exc)
-        return Failure(grpc.StatusCode.UNAVAILABLE, "database unavailable", "DATABASE_UNAVAILABLE", {})
+        return RpcErrorInfo(grpc.StatusCode.UNAVAILABLE, "database unavailable", "DATABASE_UNAVAILABLE", {})
     log.error("%s failed", method, exc_info=exc)
-    return Failure(grpc.StatusCode.INTERNAL, "internal error", "INTERNAL", {})
+    return RpcErrorInfo(grpc.StatusCode.INTERNAL, "internal error", "INTERNAL", {})
 
 
 class CallInterceptor(grpc.aio.ServerInterceptor):

@@ -38,7 +38,7 @@ _CLAIM = {s: pb.ClaimStatus.Value(f"CLAIM_STATUS_{s.value}") for s in ClaimStatu
 _CLAIM_FROM = {v: k for k, v in _CLAIM.items()}
 _RATE = {RateType.PERCENT: pb.RATE_TYPE_PERCENT, RateType.FIXED: pb.RATE_TYPE_FIXED}
 MAX_POSTBACK_BATCH = 1000
-_INGEST_POSTBACKS = "/cashback.tracking.v1.TrackingService/IngestPostbacks"
+_INGEST_POSTBACKS = f"/{pb.DESCRIPTOR.services_by_name['TrackingService'].full_name}/IngestPostbacks"
 
 
 def _raw(request: pb.IngestPostbackRequest) -> RawPostback:
