@@ -27,6 +27,7 @@ import json
 import os
 import re
 import shutil
+import sys
 import tempfile
 import time
 import uuid
@@ -108,11 +109,15 @@ def wrk(url: str, script: str, bodies: str = "") -> dict[str, int]:
 async def _profiled(stack: Stack, label: str, run):
     """Runs `run()` while py-spy samples the gateway and tracking, when BENCH_PROFILE asks for it."""
     directory = os.environ.get("BENCH_PROFILE", "")
-    if not directory or shutil.which("py-spy") is None:
+    if not directory:
+        return await run()
+    spy = shutil.which("py-spy", path=os.path.dirname(sys.executable))  # the venv's (dev extras)
+    if spy is None:
+        print(f"BENCH_PROFILE: py-spy is not installed beside {sys.executable} (make venv installs it); no profile")
         return await run()
     os.makedirs(directory, exist_ok=True)
     spies = [await asyncio.create_subprocess_exec(
-        "py-spy", "record", "--nonblocking", "--format", "raw", "-d", str(max(1, SECONDS - 2)), "-p",
+        spy, "record", "--nonblocking", "--format", "raw", "-d", str(max(1, SECONDS - 2)), "-p",
         str(stack.running[name].pid), "-o", os.path.join(directory, f"{label}-{name}.txt"),
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL) for name in ("gateway", "tracking")]
     try:
