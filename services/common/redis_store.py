@@ -37,34 +37,6 @@ async def connect_redis(url: str) -> Redis | None:
     return client
 
 
-class Fingerprints:
-    """Fast-path duplicate detection: `claim` answers True (first), False (seen before or in
-    flight) or None (Redis absent or failing: let the database decide)."""
-
-    def __init__(self, redis: Redis | None, prefix: str, ttl_seconds: int = 7 * 24 * 3600) -> None:
-        self._redis = redis
-        self._prefix = prefix
-        self._ttl = ttl_seconds
-
-    async def claim(self, fingerprint: str) -> bool | None:
-        if self._redis is None:
-            return None
-        try:
-            return bool(await self._redis.set(self._prefix + fingerprint, "1", nx=True, ex=self._ttl))
-        except RedisError as exc:
-            log.warning("redis claim failed (%s): falling back to the database", exc)
-            return None
-
-    async def release(self, fingerprint: str) -> None:
-        """Forget a claim whose processing failed, so that the retry is not taken as a duplicate."""
-        if self._redis is None:
-            return
-        try:
-            await self._redis.delete(self._prefix + fingerprint)
-        except RedisError as exc:
-            log.warning("redis release failed (%s); the key expires on its own", exc)
-
-
 class WindowCounters:
     """Fixed-window counters for rate limits: `hit` adds one to `key` and answers the count so far
     in its window, or None when Redis is absent or failing (the caller then counts elsewhere).

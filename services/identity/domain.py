@@ -337,6 +337,10 @@ TEMPLATES: dict[str, dict[str, str]] = {
         "ru": "Кэшбэк {amount_kopecks} за покупку в {partner_name} начислен.",
         "en": "Cashback of {amount_kopecks} for your purchase at {partner_name} has been credited.",
     },
+    "cashback_reversed": {
+        "ru": "Магазин {partner_name} отменил или уменьшил покупку: списано {amount_kopecks} кэшбэка.",
+        "en": "{partner_name} cancelled or reduced a purchase: {amount_kopecks} of cashback was taken back.",
+    },
     "referral_bonus": {
         "ru": "Вам начислено {amount_kopecks} за приглашённого друга.",
         "en": "You received {amount_kopecks} for inviting a friend.",

@@ -14,7 +14,7 @@ from services.common.grpc_client import open_channel
 from services.common.grpc_server import Runtime
 from services.common.migrate import upgrade_async
 from services.common.outbox import OutboxRelay
-from services.common.redis_store import Fingerprints, connect_redis
+from services.common.redis_store import connect_redis
 from services.tracking.audit import AuditSpool
 from services.tracking.config import Settings
 from services.tracking.models import OutboxMessage
@@ -22,11 +22,13 @@ from services.tracking.service import Tracking
 from services.tracking.servicer import TrackingServicer
 from services.tracking.upstreams import (
     CREDIT_TOPIC,
+    REVERSAL_TOPIC,
     SWEEP_TOPIC,
     CreditHandler,
     IdentityClient,
     LedgerClient,
     RedemptionClient,
+    ReversalHandler,
     SweepHandler,
 )
 
@@ -44,11 +46,10 @@ async def build_runtime(settings: Settings, clock: Clock | None = None) -> Runti
     redemption_channel = open_channel(settings.redemption_address) if settings.redemption_address else None
     identity = IdentityClient(identity_channel)
     ledger = LedgerClient(ledger_channel)
-    fingerprints = Fingerprints(redis, settings.redis_prefix + "postback:")
     spool = AuditSpool(redis, db, prefix=settings.redis_prefix, database_url=settings.database_url,
                        batch=settings.audit_flush_batch)
     tracking = Tracking(
-        db, clock, identity=identity, fingerprints=fingerprints, networks=networks, spool=spool,
+        db, clock, identity=identity, networks=networks, spool=spool,
         accrual_delay=timedelta(seconds=settings.accrual_delay_seconds),
         pending_expiry=timedelta(days=settings.pending_expiry_days),
         sweeps=redemption_channel is not None,
@@ -56,6 +57,7 @@ async def build_runtime(settings: Settings, clock: Clock | None = None) -> Runti
     handlers = {
         CREDIT_TOPIC: CreditHandler(identity, ledger, settings.referral_bonus_kopecks,
                                     crash_after_credit=settings.dev_crash_after_credit and settings.env == "dev"),
+        REVERSAL_TOPIC: ReversalHandler(identity, ledger),
     }
     if redemption_channel is not None:
         handlers[SWEEP_TOPIC] = SweepHandler(ledger, RedemptionClient(redemption_channel))

@@ -3,10 +3,17 @@
 An exact duplicate (same network, order part, status and amount as a postback seen before) must be
 answered before any SQL, yet every postback must be stored as received. Both hold like this:
 
-1. One Redis round trip (a Lua script, atomic): `SET <fingerprint> NX EX ttl`; when the key already
-   exists, the postback's audit record is appended to a Redis stream in the same script. A record
-   is therefore spooled exactly when the postback is answered as a fast-path duplicate, and the
-   answer goes back only after Redis has accepted the record.
+1. One Redis round trip (a Lua script, atomic) per postback, pipelined for concurrent ones. A
+   fingerprint's key says `applied` only once the database has committed the report (the caller
+   `confirm`s it after the commit): then the postback is a fast-path duplicate and its audit record
+   is appended to a Redis stream in the same script, so a record is spooled exactly when the
+   postback is answered as a duplicate, and the answer goes back only after Redis has it. A key
+   that is absent is set to `applying` for a short while (`claim_ttl_seconds`) and the caller
+   applies the report; a key that says `applying` (a concurrent copy in flight, or a process that
+   died between claim and commit) sends the caller to the database, which decides by the stored
+   reports (`purchase_reports`). So a crash anywhere between claim and commit never turns the
+   partner's retries into duplicates of a report that was not applied: only the database's
+   knowledge makes a duplicate.
 2. A background job (`AuditSpool.run`, one consumer per replica in the consumer group `flush`)
    reads the stream in batches, inserts the rows into `postbacks` ignoring ids already there, then
    acknowledges and deletes the entries. Delivery is at-least-once: a crash between the INSERT and
@@ -42,12 +49,18 @@ from services.tracking.repository import insert_postbacks_once
 log = logging.getLogger("cashback.tracking.audit")
 
 _CLAIM_OR_SPOOL = """
-if redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then
-  return 1
+local seen = redis.call('GET', KEYS[1])
+if seen == 'applied' then
+  redis.call('XADD', KEYS[2], '*', 'r', ARGV[2])
+  return 0
 end
-redis.call('XADD', KEYS[2], '*', 'r', ARGV[2])
-return 0
+if seen then
+  return 2
+end
+redis.call('SET', KEYS[1], 'applying', 'EX', ARGV[1])
+return 1
 """
+APPLIED = "applied"
 GROUP = "flush"
 
 
@@ -77,7 +90,8 @@ def _decode(text: bytes | str) -> dict[str, Any]:
 
 class AuditSpool:
     def __init__(self, redis: Redis | None, db: Database, *, prefix: str, database_url: str,
-                 ttl_seconds: int = 7 * 24 * 3600, batch: int = 500, reclaim_idle_ms: int = 30_000) -> None:
+                 ttl_seconds: int = 7 * 24 * 3600, claim_ttl_seconds: int = 60, batch: int = 500,
+                 reclaim_idle_ms: int = 30_000) -> None:
         self._redis = redis
         self._db = db
         self._fingerprint_prefix = prefix + "postback:"
@@ -85,7 +99,8 @@ class AuditSpool:
         # (another database) on the same Redis and prefix never flushes our records into its table.
         scope = hashlib.sha256(database_url.encode()).hexdigest()[:16]
         self._stream = f"{prefix}audit-spool:{scope}"
-        self._ttl = str(ttl_seconds)
+        self._ttl = ttl_seconds
+        self._claim_ttl = str(claim_ttl_seconds)
         self._batch = batch
         self._reclaim_idle_ms = reclaim_idle_ms
         self._consumer = uuid.uuid4().hex
@@ -93,14 +108,43 @@ class AuditSpool:
         # Concurrent postbacks share one pipelined round trip (services/common/batching.py).
         self._claims: Batcher[tuple[str, dict[str, Any]], bool | None] = Batcher(
             self._claim_many, name="postback-claims", max_size=256, max_in_flight=2)
+        self._marks: Batcher[tuple[str, bool], None] = Batcher(
+            self._mark_many, name="postback-confirms", max_size=256, max_in_flight=2)
 
     async def claim_or_spool(self, fingerprint: str, row: dict[str, Any]) -> bool | None:
-        """True: first sight of the fingerprint (the caller applies the postback and writes its audit
-        row). False: an exact duplicate, whose audit `row` is now spooled. None: no Redis answer —
-        the caller lets the database decide and writes the row itself."""
+        """True: first sight of the fingerprint, claimed for a short while (the caller applies the
+        postback, writes its audit row and then `confirm`s or `release`s). False: a report the
+        database has applied before; its audit `row` is now spooled. None: no Redis answer, or a
+        copy is being applied right now — the caller lets the database decide."""
         if self._script is None:
             return None
         return await self._claims.submit((fingerprint, row))
+
+    async def confirm(self, fingerprint: str) -> None:
+        """After the commit that stored the report: from now on its copies are fast-path duplicates."""
+        if self._redis is not None:
+            await self._marks.submit((fingerprint, True))
+
+    async def release(self, fingerprint: str) -> None:
+        """Forgets a claim whose report was not stored (refused, or its transaction failed)."""
+        if self._redis is not None:
+            await self._marks.submit((fingerprint, False))
+
+    async def _mark_many(self, items: list[tuple[str, bool]]) -> list[None]:
+        assert self._redis is not None
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for fingerprint, applied in items:
+                    key = self._fingerprint_prefix + fingerprint
+                    if applied:
+                        pipe.set(key, APPLIED, ex=self._ttl)
+                    else:
+                        pipe.delete(key)
+                await pipe.execute()
+        except (RedisError, OSError) as exc:
+            # Harmless: an unconfirmed claim expires on its own, and until then copies go to the database.
+            log.warning("redis confirm/release failed (%s); the claims expire on their own", exc)
+        return [None] * len(items)
 
     async def _claim_many(self, items: list[tuple[str, dict[str, Any]]]) -> list[bool | None]:
         """One pipeline (not a MULTI: each script is atomic on its own) for the claims waiting."""
@@ -109,7 +153,7 @@ class AuditSpool:
             async with self._redis.pipeline(transaction=False) as pipe:
                 for fingerprint, row in items:
                     await self._script(keys=[self._fingerprint_prefix + fingerprint, self._stream],
-                                       args=[self._ttl, _encode(row)], client=pipe)
+                                       args=[self._claim_ttl, _encode(row)], client=pipe)
                 replies = await pipe.execute(raise_on_error=False)
         except (RedisError, OSError) as exc:
             log.warning("redis claim failed (%s): falling back to the database", exc)
@@ -120,7 +164,7 @@ class AuditSpool:
                 log.warning("redis claim failed (%s): falling back to the database", reply)
                 answers.append(None)
             else:
-                answers.append(bool(reply))
+                answers.append({0: False, 1: True}.get(int(reply)))  # 2: in flight elsewhere → the database
         return answers
 
     # --- the flusher -------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from __future__ import annotations
 import enum
 import json
 from dataclasses import asdict, dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from typing import Any
 
 from services.common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, Unauthenticated
@@ -49,6 +49,7 @@ class DecisionReason(enum.StrEnum):
     UNDER_ONE_ROUBLE = "UNDER_ONE_ROUBLE"
     UNATTRIBUTED = "UNATTRIBUTED"
     FIXED_SERVICE_REWARD = "FIXED_SERVICE_REWARD"
+    SERVICE_ALREADY_REWARDED = "SERVICE_ALREADY_REWARDED"
 
 
 class PurchaseStatus(enum.StrEnum):
@@ -74,6 +75,7 @@ class PostbackOutcome(enum.StrEnum):
     REJECTED = "REJECTED"
     UNAUTHENTICATED = "UNAUTHENTICATED"
     UNATTRIBUTED = "UNATTRIBUTED"
+    SUPERSEDED = "SUPERSEDED"  # stored, changes nothing: older than the newest report applied
 
 
 class ClaimStatus(enum.StrEnum):
@@ -126,6 +128,22 @@ class PostbackMalformed(InvalidArgument):
 
 class PurchaseConflict(FailedPrecondition):
     reason = "PURCHASE_CONFLICT"
+
+
+class PartnerMismatch(FailedPrecondition):
+    reason = "PARTNER_MISMATCH"
+
+
+class OrderAlreadyTracked(AlreadyExists):
+    reason = "ORDER_ALREADY_TRACKED"
+
+
+class OrderNotClaimable(FailedPrecondition):
+    reason = "ORDER_NOT_CLAIMABLE"
+
+
+class ClaimAmountMismatch(FailedPrecondition):
+    reason = "CLAIM_AMOUNT_MISMATCH"
 
 
 class PurchaseNotFound(NotFound):
@@ -353,7 +371,11 @@ def unattributed(rules: RuleSet | None, facts: PurchaseFacts) -> Decision:
                     "unless a claim is approved.")
 
 
-def service_reward(service_name: str, amount_kopecks: int) -> Decision:
+def service_reward(service_name: str, amount_kopecks: int, *, already_this_month: bool = False) -> Decision:
+    if already_this_month:
+        return Decision(DecisionReason.SERVICE_ALREADY_REWARDED, 0, -1, 0, amount_kopecks, 0,
+                        f"Subscribing to {service_name} is rewarded once a calendar month; this month's reward "
+                        "was already given.")
     return Decision(DecisionReason.FIXED_SERVICE_REWARD, 0, -1, 0, amount_kopecks, amount_kopecks,
                     f"Fixed reward of {rub(amount_kopecks)} for subscribing to {service_name}.")
 
@@ -385,59 +407,72 @@ def describe(rules: RuleSet) -> str:
 
 
 # --- lifecycle --------------------------------------------------------------------------------
+# A purchase follows the NEWEST report of its shop (by the shop's event time, then by arrival): an
+# older report never moves it back (it is stored and answered SUPERSEDED), and whatever order a set
+# of reports arrives in, the purchase ends in the state of the newest one. Crediting follows the
+# state: an approved purchase is credited after the accrual delay; a later decline, a lower amount
+# or a move back to pending takes back what was credited (or the difference), a higher amount
+# credits the difference. EXPIRED (pending for longer than the window) is final.
 
-class Change(enum.Enum):
-    """What a postback does to an existing purchase."""
-
-    NONE = "none"  # exact duplicate, or a status older than the purchase's (statuses only move forward)
-    AMOUNT = "amount"  # same status, another amount: a correction while not yet credited
-    CONFIRM = "confirm"  # pending → confirmed (the amount may change with it)
-    REJECT = "reject"  # pending/confirmed → rejected
-    CONFLICT = "conflict"  # asks for what can no longer happen (change a credited purchase, revive a rejected one)
-
-
-@dataclass(frozen=True)
-class Transition:
-    change: Change
-    detail: str = ""
-
-
-_RANK = {ReportedStatus.PENDING: 0, ReportedStatus.APPROVED: 1, ReportedStatus.DECLINED: 1}
+_STATUS_OF_REPORT = {ReportedStatus.PENDING: PurchaseStatus.PENDING, ReportedStatus.APPROVED: PurchaseStatus.CONFIRMED,
+                     ReportedStatus.DECLINED: PurchaseStatus.REJECTED}
 
 
 def initial_status(reported: ReportedStatus) -> PurchaseStatus:
-    return {ReportedStatus.PENDING: PurchaseStatus.PENDING, ReportedStatus.APPROVED: PurchaseStatus.CONFIRMED,
-            ReportedStatus.DECLINED: PurchaseStatus.REJECTED}[reported]
+    return _STATUS_OF_REPORT[reported]
 
 
-def transition(status: PurchaseStatus, amount: int, reported: ReportedStatus, new_amount: int) -> Transition:
-    """How a postback moves a purchase. Statuses only move forward: a `pending` after `approved`
-    changes nothing; an amount changes only while the purchase is not credited."""
-    same_amount = amount == new_amount
-    if status is PurchaseStatus.PENDING:
-        if reported is ReportedStatus.PENDING:
-            return Transition(Change.NONE if same_amount else Change.AMOUNT)
-        return Transition(Change.CONFIRM if reported is ReportedStatus.APPROVED else Change.REJECT)
-    if status is PurchaseStatus.CONFIRMED:
-        if reported is ReportedStatus.PENDING:
-            return Transition(Change.NONE, "pending after approved changes nothing")
-        if reported is ReportedStatus.APPROVED:
-            return Transition(Change.NONE if same_amount else Change.AMOUNT)
-        return Transition(Change.REJECT)
-    if status is PurchaseStatus.ACCRUED:
-        if reported is ReportedStatus.DECLINED:
-            return Transition(Change.CONFLICT, "the cashback is already credited")
-        if reported is ReportedStatus.APPROVED and not same_amount:
-            return Transition(Change.CONFLICT, "the amount cannot change after crediting")
-        return Transition(Change.NONE)
-    # REJECTED and EXPIRED are final.
-    if reported is ReportedStatus.APPROVED:
-        return Transition(Change.CONFLICT, f"the purchase is {status.value.lower()}")
-    return Transition(Change.NONE)
+def is_older(event_time: datetime | None, newest_applied: datetime | None) -> bool:
+    """Whether a report is older than the newest one applied to its purchase. Reports without an
+    event time are ordered by arrival: such a report is never older than what came before it."""
+    return event_time is not None and newest_applied is not None and event_time < newest_applied
 
 
-def accrual_due(confirm_time: datetime | None, delay: timedelta, now: datetime) -> bool:
-    return confirm_time is not None and confirm_time + delay <= now
+class Effect(enum.Enum):
+    """What a report does to an existing purchase."""
+
+    NONE = "none"  # the same status and amount: nothing changes
+    SUPERSEDED = "superseded"  # older than the newest applied report, or the purchase expired: stored only
+    MOVE = "move"  # a new status and/or amount
+
+
+@dataclass(frozen=True)
+class Move:
+    effect: Effect
+    status: PurchaseStatus
+    detail: str = ""
+
+
+def apply_report(status: PurchaseStatus, amount: int, newest_applied: datetime | None, reported: ReportedStatus,
+                 new_amount: int, event_time: datetime | None, *, support_approved: bool = False) -> Move:
+    """How a report moves an existing purchase (see the section's comment). The status returned
+    for an approved report of a credited purchase stays ACCRUED: only the amount can change. A
+    purchase that support approved from a claim is not sent back to pending by the shop's late
+    `pending` report (the shop's approval or decline still moves it)."""
+    if is_older(event_time, newest_applied):
+        return Move(Effect.SUPERSEDED, status, "older than the newest report applied")
+    if status is PurchaseStatus.EXPIRED:
+        return Move(Effect.SUPERSEDED, status, "the purchase expired before the shop confirmed it")
+    if support_approved and reported is ReportedStatus.PENDING and status in (PurchaseStatus.CONFIRMED,
+                                                                               PurchaseStatus.ACCRUED):
+        return Move(Effect.NONE, status, "approved by support; the shop's pending changes nothing")
+    target = _STATUS_OF_REPORT[reported]
+    if status is PurchaseStatus.ACCRUED and target is PurchaseStatus.CONFIRMED:
+        target = PurchaseStatus.ACCRUED
+    if target is status and amount == new_amount:
+        return Move(Effect.NONE, status, "nothing new")
+    if target is status:
+        return Move(Effect.MOVE, status, f"amount corrected to {new_amount}")
+    detail = {PurchaseStatus.PENDING: "back to pending", PurchaseStatus.CONFIRMED: "confirmed",
+              PurchaseStatus.REJECTED: "declined by the partner"}[target]
+    return Move(Effect.MOVE, target, detail)
+
+
+def credit_due(status: PurchaseStatus, cashback_kopecks: int, credited_kopecks: int) -> int:
+    """What the ledger must still move for a purchase that the accrual job has credited before (or
+    is crediting now): positive to credit, negative to take back. Only ACCRUED keeps its cashback."""
+    target = cashback_kopecks if status is PurchaseStatus.ACCRUED else 0
+    return target - credited_kopecks
 
 
 # --- claims -----------------------------------------------------------------------------------
@@ -468,3 +503,14 @@ def validate_claim(claim: ClaimInput, today: date) -> date:
     if order_date > today:
         raise ClaimInvalid("order_date is in the future", field="order_date")
     return order_date
+
+
+# A claim's amount agrees with the shop's report when they differ by at most 5 % of the report or
+# 100 kopecks, whichever is more (the user types the amount from the receipt; delivery, rounding
+# and small discounts make it differ a little; a different order differs by more).
+CLAIM_TOLERANCE_BPS = 500
+CLAIM_TOLERANCE_MIN_KOPECKS = 100
+
+
+def claim_amount_agrees(claimed: int, reported: int) -> bool:
+    return abs(claimed - reported) <= max(CLAIM_TOLERANCE_MIN_KOPECKS, reported * CLAIM_TOLERANCE_BPS // 10000)

@@ -2,7 +2,18 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from services.common.db import UTCDateTime
@@ -64,12 +75,13 @@ class Click(Base):
 class Purchase(Base):
     __tablename__ = "purchases"
     __table_args__ = (
-        # The durable truth of postback idempotency: one purchase per order part per network.
-        UniqueConstraint("network", "order_id", "part_id", name="uq_purchases_network_order_part"),
+        # An order belongs to its shop: one purchase per (partner, order, part), whatever network
+        # reports it. Shops number their orders independently, so the same order id at two shops is
+        # two purchases. ("" is the partner of a report that names none and has no known click.)
+        UniqueConstraint("partner_id", "order_id", "part_id", name="uq_purchases_partner_order_part"),
         Index("ix_purchases_user_time", "user_id", "created_at", "id"),
         Index("ix_purchases_status_confirm", "status", "confirm_time"),
         Index("ix_purchases_status_created", "status", "created_at"),
-        Index("ix_purchases_partner_order", "partner_id", "order_id"),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
@@ -96,6 +108,44 @@ class Purchase(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
     confirm_time: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     accrue_time: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # The shop's event time of the newest report applied (None: no report said when).
+    report_time: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # The network's commission, where reported (Admitad's payment_sum); never the purchase amount.
+    commission_kopecks: Mapped[int] = mapped_column(BigInteger, default=0)
+    # Net cashback sent to the ledger so far, and how many ledger movements made it (their ids).
+    credited_kopecks: Mapped[int] = mapped_column(BigInteger, default=0)
+    credit_count: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class PurchaseReport(Base):
+    """Every report stored against a purchase: the database's memory of what was applied (a
+    byte-identical replay is a duplicate whenever it comes, with Redis or without) and the
+    purchase's history as its shop told it."""
+
+    __tablename__ = "purchase_reports"
+    __table_args__ = (Index("ix_purchase_reports_purchase", "purchase_id", "received_at"),)
+
+    fingerprint: Mapped[str] = mapped_column(String(64), primary_key=True)
+    purchase_id: Mapped[str] = mapped_column(String(36))
+    postback_id: Mapped[str] = mapped_column(String(36), default="")
+    status: Mapped[str] = mapped_column(String(16))  # the reported status (pending/approved/declined)
+    amount_kopecks: Mapped[int] = mapped_column(BigInteger)
+    event_time: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # "APPLIED" or "SUPERSEDED" (older than the newest report, stored only).
+    effect: Mapped[str] = mapped_column(String(16))
+
+
+class ActivationReward(Base):
+    """One reward per user, operator service and calendar month (Moscow time): subscribing again
+    after unsubscribing earns nothing more that month."""
+
+    __tablename__ = "activation_rewards"
+
+    user_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    partner_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    month: Mapped[str] = mapped_column(String(7), primary_key=True)  # "2026-12"
+    purchase_id: Mapped[str] = mapped_column(String(36))
 
 
 class Postback(Base):
@@ -125,6 +175,9 @@ class Claim(Base):
     __tablename__ = "claims"
     __table_args__ = (
         UniqueConstraint("user_id", "partner_id", "order_id", name="uq_claims_user_partner_order"),
+        # An order pays once: at most one live (open or approved) claim per shop order, whoever files it.
+        Index("uq_claims_partner_order_live", "partner_id", "order_id", unique=True,
+              postgresql_where=text("status <> 'REJECTED'"), sqlite_where=text("status <> 'REJECTED'")),
         Index("ix_claims_user_time", "user_id", "created_at", "id"),
         Index("ix_claims_time", "created_at", "id"),
     )

@@ -7,8 +7,9 @@ domain error saying why not).
   the timestamp (within `tolerance_seconds` of now, either side). Several `v1=` entries may be
   given (the sender signs with both secrets while rotating).
 - `admitad` (affiliate-network style): GET query or POST form (`application/x-www-form-urlencoded`)
-  with `order_id`, `status`, `order_sum` (or `payment_sum`), `currency`, `subid`, `position_id`,
-  `time`, authenticated by the per-network shared secret in the `secret` parameter (the network
+  with `order_id`, `status`, `order_sum` (the order amount), `payment_sum` (the network's
+  commission, kept as such: never taken for the amount), `currency`, `subid`, `position_id`, `time`,
+  authenticated by the per-network shared secret in the `secret` parameter (the network
   puts it into the postback URL template; any configured secret matches, for rotation). Such a
   network does not sign a timestamp, so there is no replay window: replays are harmless because
   ingestion is idempotent. Amounts are roubles with at most two decimals ("1234.50"), converted
@@ -79,16 +80,16 @@ class Report:
     click_id: str
     partner_hint: str  # our partner slug when the sender names it; the click decides otherwise
     event_time: datetime | None
+    commission_kopecks: int = 0
 
     @property
     def fingerprint(self) -> str:
-        return fingerprint_of(self.network, self.order_id, self.part_id, self.status, self.facts.amount_kopecks)
-
-
-def fingerprint_of(network: str, order_id: str, part_id: str, status: ReportedStatus, amount_kopecks: int) -> str:
-    """Equal for exact duplicates: same network, order part, status and amount."""
-    raw = "\x1f".join([network, order_id, part_id, status.value, str(amount_kopecks)])
-    return hashlib.sha256(raw.encode()).hexdigest()
+        """Equal for byte-identical replays: everything the report says that matters — which shop
+        (named, or through its click), order part, status, amount, commission and event time."""
+        when = self.event_time.isoformat() if self.event_time else ""
+        raw = "\x1f".join([self.network, self.partner_hint, self.click_id, self.order_id, self.part_id,
+                           self.status.value, str(self.facts.amount_kopecks), str(self.commission_kopecks), when])
+        return hashlib.sha256(raw.encode()).hexdigest()
 
 
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -194,7 +195,6 @@ def _parse_network_form(raw: RawPostback, config: NetworkConfig) -> Report:
     given = params.get("secret", "")
     if not given or not any(hmac.compare_digest(given.encode(), s.encode()) for s in config.secrets):
         raise SignatureInvalid("the network secret does not match")
-    amount_text = params.get("order_sum") or params.get("payment_sum") or ""
     other = params.get("other_loyalty_used", "").lower()
     _check_currency(params.get("currency"))
     return Report(
@@ -203,7 +203,7 @@ def _parse_network_form(raw: RawPostback, config: NetworkConfig) -> Report:
         part_id=_ident(params.get("position_id"), "position_id"),
         status=_status(raw.network, params.get("status")),
         facts=PurchaseFacts(
-            amount_kopecks=roubles_to_kopecks(amount_text),
+            amount_kopecks=roubles_to_kopecks(params.get("order_sum", ""), "order_sum"),
             channel=_channel(params.get("channel")),
             customer_type=_customer(params.get("customer_type")),
             destination_domain=_text(params.get("destination_domain"), "destination_domain"),
@@ -212,6 +212,8 @@ def _parse_network_form(raw: RawPostback, config: NetworkConfig) -> Report:
         click_id=_ident(params.get("subid"), "subid"),
         partner_hint=_ident(params.get("partner_id"), "partner_id"),
         event_time=_time(params.get("time")),
+        commission_kopecks=roubles_to_kopecks(params["payment_sum"], "payment_sum") if params.get("payment_sum")
+        else 0,
     )
 
 
@@ -233,15 +235,14 @@ def _form(raw: RawPostback) -> dict[str, str]:
     return {key: values[-1] for key, values in parsed.items()}
 
 
-def roubles_to_kopecks(text: str) -> int:
+def roubles_to_kopecks(text: str, name: str = "order_sum") -> int:
     """"1234.50" → 123450, exactly. More than two decimals, signs, exponents: malformed."""
     value = (text or "").strip()
     if not _AMOUNT.match(value):
-        raise PostbackMalformed("order_sum must be roubles with at most two decimals, e.g. 1234.50",
-                                field="order_sum")
+        raise PostbackMalformed(f"{name} must be roubles with at most two decimals, e.g. 1234.50", field=name)
     kopecks = int(Decimal(value) * 100)
     if kopecks > MAX_AMOUNT_KOPECKS:
-        raise PostbackMalformed("order_sum is too large", field="order_sum")
+        raise PostbackMalformed(f"{name} is too large", field=name)
     return kopecks
 
 

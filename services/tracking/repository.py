@@ -11,7 +11,17 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.tracking.domain import PurchaseStatus, RuleSet
-from services.tracking.models import Category, Claim, Click, Partner, PartnerRuleSet, Postback, Purchase
+from services.tracking.models import (
+    ActivationReward,
+    Category,
+    Claim,
+    Click,
+    Partner,
+    PartnerRuleSet,
+    Postback,
+    Purchase,
+    PurchaseReport,
+)
 
 PENDING_STATUSES = (PurchaseStatus.PENDING.value, PurchaseStatus.CONFIRMED.value)
 
@@ -24,12 +34,16 @@ _CLICKS_AND_PARTNERS = (
 _PARTNERS_RULES = select(Partner.slug, Partner.rules_json, Partner.rule_version).where(
     Partner.slug.in_(bindparam("slugs", expanding=True)))
 _INSERT_POSTBACK = insert(Postback.__table__)
+_INSERT_REPORT = insert(PurchaseReport.__table__)
+_PURCHASE_KEY = ["partner_id", "order_id", "part_id"]
 _INSERT_PURCHASE_IF_NEW = {
     dialect.__name__.rsplit(".", 1)[-1]: dialect.insert(Purchase.__table__)
-    .on_conflict_do_nothing(index_elements=["network", "order_id", "part_id"])
+    .on_conflict_do_nothing(index_elements=_PURCHASE_KEY)
     .returning(Purchase.__table__.c.id)
     for dialect in (postgresql, sqlite)
 }
+_CLAIM_SOURCE = "claim"
+_LIVE_CLAIM = ("OPEN", "APPROVED")
 
 
 def _like_escape(text: str) -> str:
@@ -106,17 +120,45 @@ class TrackingRepository:
         return found
 
     async def insert_purchases_if_new(self, rows: list[dict[str, Any]]) -> set[str]:
-        """INSERT ... ON CONFLICT (network, order_id, part_id) DO NOTHING of purchases, in one
+        """INSERT ... ON CONFLICT (partner_id, order_id, part_id) DO NOTHING of purchases, in one
         statement (SQLAlchemy's insertmanyvalues): the ids of the rows that went in. On PostgreSQL
         a concurrent inserter of the same order is waited for; then the row exists and is skipped.
-        Rows go in (network, order, part) order, so two such inserts wait on each other's orders
+        Rows go in (partner, order, part) order, so two such inserts wait on each other's orders
         in one order and never deadlock."""
         if not rows:
             return set()
         conn = await self.session.connection()
         stmt = _INSERT_PURCHASE_IF_NEW[conn.dialect.name]
-        ordered = sorted(rows, key=lambda r: (r["network"], r["order_id"], r["part_id"]))
+        ordered = sorted(rows, key=lambda r: (r["partner_id"], r["order_id"], r["part_id"]))
         return set((await conn.execute(stmt, ordered)).scalars())
+
+    async def insert_reports(self, rows: list[dict[str, Any]]) -> None:
+        """`purchase_reports` rows (fingerprint, purchase_id, postback_id, status, amount_kopecks,
+        event_time, received_at, effect)."""
+        if rows:
+            await (await self.session.connection()).execute(_INSERT_REPORT, rows)
+
+    async def report_stored(self, fingerprint: str) -> bool:
+        return await self.session.scalar(
+            select(PurchaseReport.fingerprint).where(PurchaseReport.fingerprint == fingerprint)) is not None
+
+    async def reports(self, purchase_id: str) -> list[PurchaseReport]:
+        return list((await self.session.scalars(
+            select(PurchaseReport).where(PurchaseReport.purchase_id == purchase_id)
+            .order_by(PurchaseReport.received_at, PurchaseReport.fingerprint))).all())
+
+    async def orders_with_claims(self, keys: list[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Of these (partner, order) pairs, those with a live claim or a purchase made by one: their
+        reports take the path that joins them to the claim (Ingestion._apply_known)."""
+        wanted = sorted({k for k in keys if k[0]})
+        if not wanted:
+            return set()
+        made = select(Purchase.partner_id, Purchase.order_id).where(
+            Purchase.source == _CLAIM_SOURCE, tuple_(Purchase.partner_id, Purchase.order_id).in_(wanted))
+        claimed = select(Claim.partner_id, Claim.order_id).where(
+            Claim.status == "OPEN", tuple_(Claim.partner_id, Claim.order_id).in_(wanted))
+        rows = await (await self.session.connection()).execute(made.union_all(claimed))
+        return {(row[0], row[1]) for row in rows}
 
     async def insert_postbacks(self, rows: list[dict[str, Any]]) -> None:
         """Audit rows (the columns' values, as `services.tracking.audit.audit_record` makes them)."""
@@ -125,13 +167,29 @@ class TrackingRepository:
 
     # --- purchases ---------------------------------------------------------------------------
 
-    async def purchase_by_order(self, network: str, order_id: str, part_id: str, *, lock: bool = False
+    async def purchase_by_order(self, partner_id: str, order_id: str, part_id: str, *, lock: bool = False
                                 ) -> Purchase | None:
-        stmt = select(Purchase).where(Purchase.network == network, Purchase.order_id == order_id,
+        stmt = select(Purchase).where(Purchase.partner_id == partner_id, Purchase.order_id == order_id,
                                       Purchase.part_id == part_id)
         if lock:
             stmt = stmt.with_for_update()
         return await self.session.scalar(stmt)
+
+    async def purchases_of_order(self, partner_id: str, order_id: str, *, lock: bool = False) -> list[Purchase]:
+        """Every purchase (part) of a shop's order; the one a claim made comes first."""
+        stmt = select(Purchase).where(Purchase.partner_id == partner_id, Purchase.order_id == order_id).order_by(
+            (Purchase.source == _CLAIM_SOURCE).desc(), Purchase.created_at, Purchase.id)
+        if lock:
+            stmt = stmt.with_for_update()
+        return list((await self.session.scalars(stmt)).all())
+
+    async def add_activation_reward(self, user_id: str, partner_id: str, month: str, purchase_id: str) -> bool:
+        """Whether this is the first reward of the user for the service in the month (else nothing is added)."""
+        conn = await self.session.connection()
+        dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+        result = await conn.execute(dialect.insert(ActivationReward.__table__).values(
+            user_id=user_id, partner_id=partner_id, month=month, purchase_id=purchase_id).on_conflict_do_nothing())
+        return bool(result.rowcount)
 
     async def purchase(self, purchase_id: str, *, lock: bool = False) -> Purchase | None:
         stmt = select(Purchase).where(Purchase.id == purchase_id)
@@ -184,23 +242,6 @@ class TrackingRepository:
             ).limit(1))
         return found is not None
 
-    async def unattributed_match(self, partner_id: str, order_id: str) -> Purchase | None:
-        """An unattributed purchase that a claim for (partner, order) describes."""
-        return await self.session.scalar(
-            select(Purchase).where(
-                Purchase.user_id.is_(None), Purchase.order_id == order_id,
-                Purchase.partner_id.in_([partner_id, ""]),
-                Purchase.status.in_(PENDING_STATUSES),
-            ).order_by(Purchase.partner_id.desc(), Purchase.created_at).limit(1).with_for_update())
-
-    # --- postbacks ---------------------------------------------------------------------------
-
-    async def fingerprint_applied(self, fingerprint: str) -> bool:
-        """Whether a postback with this fingerprint changed a purchase before."""
-        found = await self.session.scalar(select(Postback.id).where(
-            Postback.fingerprint == fingerprint,
-            Postback.outcome.in_(["ACCEPTED", "UNATTRIBUTED", "REJECTED"])).limit(1))
-        return found is not None
 
     # --- claims ------------------------------------------------------------------------------
 
@@ -213,6 +254,14 @@ class TrackingRepository:
     async def claim_for_order(self, user_id: str, partner_id: str, order_id: str) -> Claim | None:
         return await self.session.scalar(select(Claim).where(
             Claim.user_id == user_id, Claim.partner_id == partner_id, Claim.order_id == order_id))
+
+    async def live_claim_for_order(self, partner_id: str, order_id: str, *, lock: bool = False) -> Claim | None:
+        """The open or approved claim of anyone for a shop's order (at most one: a unique index)."""
+        stmt = select(Claim).where(Claim.partner_id == partner_id, Claim.order_id == order_id,
+                                   Claim.status.in_(_LIVE_CLAIM))
+        if lock:
+            stmt = stmt.with_for_update()
+        return await self.session.scalar(stmt)
 
     async def claims(self, user_id: str, status: str | None, limit: int,
                      before: tuple[datetime, str] | None) -> list[Claim]:

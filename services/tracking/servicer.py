@@ -26,9 +26,11 @@ from services.tracking.domain import (
     RateType,
     RuleSet,
 )
-from services.tracking.models import Claim, Partner, Purchase
+from services.tracking.ingestion import IngestResult
+from services.tracking.models import Claim, Partner, Purchase, PurchaseReport
 from services.tracking.postbacks import RawPostback
-from services.tracking.service import IngestResult, Tracking, decision_of, rules_of
+from services.tracking.records import decision_of, rules_of
+from services.tracking.service import Tracking
 
 _REASON = {r: pb.DecisionReason.Value(f"DECISION_REASON_{r.value}") for r in DecisionReason}
 _STATUS = {s: pb.PurchaseStatus.Value(f"PURCHASE_STATUS_{s.value}") for s in PurchaseStatus}
@@ -81,8 +83,15 @@ def purchase_to_pb(row: Purchase) -> pb.Purchase:
         status=_STATUS[PurchaseStatus(row.status)], amount_kopecks=row.amount_kopecks,
         cashback_kopecks=row.cashback_kopecks, decision=decision_to_pb(decision_of(row)),
         create_time=timestamp(row.created_at), confirm_time=timestamp(row.confirm_time),
-        accrue_time=timestamp(row.accrue_time),
+        accrue_time=timestamp(row.accrue_time), commission_kopecks=row.commission_kopecks,
+        credited_kopecks=row.credited_kopecks,
     )
+
+
+def report_to_pb(row: PurchaseReport) -> pb.PurchaseReport:
+    return pb.PurchaseReport(status=_STATUS[domain.initial_status(domain.ReportedStatus(row.status))],
+                             amount_kopecks=row.amount_kopecks, event_time=timestamp(row.event_time),
+                             receive_time=timestamp(row.received_at), superseded=row.effect == "SUPERSEDED")
 
 
 def claim_to_pb(row: Claim) -> pb.Claim:
@@ -171,7 +180,8 @@ class TrackingServicer(tracking_pb2_grpc.TrackingServiceServicer):
 
     async def GetPurchase(self, request: pb.GetPurchaseRequest,
                           context: grpc.aio.ServicerContext) -> pb.GetPurchaseResponse:
-        return pb.GetPurchaseResponse(purchase=purchase_to_pb(await self._t.purchase(request.purchase_id)))
+        row, reports = await self._t.purchase(request.purchase_id)
+        return pb.GetPurchaseResponse(purchase=purchase_to_pb(row), reports=[report_to_pb(r) for r in reports])
 
     async def GetPendingCashback(self, request: pb.GetPendingCashbackRequest,
                                  context: grpc.aio.ServicerContext) -> pb.GetPendingCashbackResponse:

@@ -35,6 +35,7 @@ log = logging.getLogger("cashback.tracking")
 
 CREDIT_TOPIC = "credit"
 SWEEP_TOPIC = "sweep"
+REVERSAL_TOPIC = "reversal"
 _PERMANENT = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND, grpc.StatusCode.ALREADY_EXISTS,
               grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.PERMISSION_DENIED}
 
@@ -80,6 +81,13 @@ class LedgerClient:
         )))
 
 
+    async def reverse(self, reversal_id: str, system: str, user_id: str, amount_kopecks: int,
+                      reference: str) -> ledger_pb2.ReverseCreditResponse:
+        return await self._stub.ReverseCredit(ledger_pb2.ReverseCreditRequest(
+            reversal_id=reversal_id, user_id=user_id, amount_kopecks=amount_kopecks,
+            system=ledger_pb2.SystemAccount.Value(f"SYSTEM_ACCOUNT_{system}"), reference=reference))
+
+
 class RedemptionClient:
     def __init__(self, channel: grpc.aio.Channel) -> None:
         self._stub = redemption_pb2_grpc.RedemptionServiceStub(channel)
@@ -103,6 +111,33 @@ def credit_payload(*, transfer_id: str, system: str, kind: str, user_id: str, am
         "amount_kopecks": amount_kopecks, "reference": reference, "notify_key": notify_key,
         "partner_name": partner_name, "referral_check": referral_check,
     }
+
+
+def reversal_payload(*, reversal_id: str, system: str, user_id: str, amount_kopecks: int, reference: str,
+                     notify_key: str, partner_name: str) -> dict[str, Any]:
+    return {"reversal_id": reversal_id, "system": system, "user_id": user_id, "amount_kopecks": amount_kopecks,
+            "reference": reference, "notify_key": notify_key, "partner_name": partner_name}
+
+
+class ReversalHandler:
+    """Delivers one `reversal` outbox message: the ledger's ReverseCredit (idempotent by its id; what
+    the user no longer has becomes a debt there), then the user's notification."""
+
+    def __init__(self, identity: IdentityClient, ledger: LedgerClient) -> None:
+        self._identity = identity
+        self._ledger = ledger
+
+    async def __call__(self, key: str, p: dict[str, Any]) -> None:
+        try:
+            result = await self._ledger.reverse(p["reversal_id"], p["system"], p["user_id"], p["amount_kopecks"],
+                                                p["reference"])
+            await self._identity.notify(p["notify_key"], p["user_id"], "cashback_reversed", {
+                "amount_kopecks": str(p["amount_kopecks"]), "partner_name": p["partner_name"],
+                "debt_kopecks": str(result.debt_kopecks)})
+        except grpc.aio.AioRpcError as exc:
+            _raise_classified(exc)
+        log.info("reversal %s: %d kopecks taken back, %d became debt", p["reversal_id"], result.taken_kopecks,
+                 result.debt_kopecks)
 
 
 class CreditHandler:

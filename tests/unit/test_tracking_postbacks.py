@@ -78,10 +78,21 @@ def test_admitad_get_with_secret():
 
 
 def test_admitad_post_form_and_declined_status():
-    raw = RawPostback("admitad", "POST", "", b"order_id=9&status=declined&payment_sum=10&secret=adm-secret",
+    raw = RawPostback("admitad", "POST", "", b"order_id=9&status=declined&order_sum=10&secret=adm-secret",
                       {"content-type": "application/x-www-form-urlencoded"}, "")
     report = parse(raw, NETWORKS, NOW)
     assert report.status is ReportedStatus.DECLINED and report.facts.amount_kopecks == 1000
+
+
+def test_admitad_commission_is_kept_as_commission_never_as_the_amount():
+    raw = RawPostback("admitad", "GET", "order_id=9&status=approved&order_sum=2500.00&payment_sum=125.50"
+                      "&secret=adm-secret", b"", {}, "")
+    report = parse(raw, NETWORKS, NOW)
+    assert (report.facts.amount_kopecks, report.commission_kopecks) == (250_000, 12_550)
+    with pytest.raises(domain.PostbackMalformed) as refused:  # a commission alone is no amount
+        parse(RawPostback("admitad", "GET", "order_id=9&status=approved&payment_sum=125&secret=adm-secret", b"",
+                          {}, ""), NETWORKS, NOW)
+    assert refused.value.metadata.get("field") == "order_sum"
 
 
 def test_admitad_wrong_or_missing_secret_is_refused():

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 
 from services.tracking import domain
 from services.tracking.catalogue import load
 from services.tracking.config import DEFAULT_CATALOGUE
 from services.tracking.domain import (
-    Change,
     Channel,
     CustomerType,
     DecisionReason,
+    Effect,
     PurchaseFacts,
     PurchaseStatus,
     ReportedStatus,
@@ -139,21 +141,51 @@ def test_unattributed_says_what_it_would_have_earned_but_credits_nothing():
     assert d.reason is DecisionReason.UNATTRIBUTED and (d.computed_kopecks, d.cashback_kopecks) == (7000, 0)
 
 
-@pytest.mark.parametrize(("status", "reported", "new_amount", "change"), [
-    (PurchaseStatus.PENDING, ReportedStatus.PENDING, 100, Change.NONE),
-    (PurchaseStatus.PENDING, ReportedStatus.PENDING, 90, Change.AMOUNT),
-    (PurchaseStatus.PENDING, ReportedStatus.APPROVED, 90, Change.CONFIRM),
-    (PurchaseStatus.PENDING, ReportedStatus.DECLINED, 100, Change.REJECT),
-    (PurchaseStatus.CONFIRMED, ReportedStatus.PENDING, 100, Change.NONE),  # statuses only move forward
-    (PurchaseStatus.CONFIRMED, ReportedStatus.PENDING, 50, Change.NONE),
-    (PurchaseStatus.CONFIRMED, ReportedStatus.APPROVED, 80, Change.AMOUNT),
-    (PurchaseStatus.CONFIRMED, ReportedStatus.DECLINED, 100, Change.REJECT),
-    (PurchaseStatus.ACCRUED, ReportedStatus.APPROVED, 100, Change.NONE),
-    (PurchaseStatus.ACCRUED, ReportedStatus.APPROVED, 80, Change.CONFLICT),
-    (PurchaseStatus.ACCRUED, ReportedStatus.DECLINED, 100, Change.CONFLICT),
-    (PurchaseStatus.REJECTED, ReportedStatus.APPROVED, 100, Change.CONFLICT),
-    (PurchaseStatus.REJECTED, ReportedStatus.PENDING, 100, Change.NONE),
-    (PurchaseStatus.EXPIRED, ReportedStatus.DECLINED, 100, Change.NONE),
+P, C, A, R, E = (PurchaseStatus.PENDING, PurchaseStatus.CONFIRMED, PurchaseStatus.ACCRUED, PurchaseStatus.REJECTED,
+                 PurchaseStatus.EXPIRED)
+T1, T2 = datetime(2026, 12, 1, 10, tzinfo=UTC), datetime(2026, 12, 1, 11, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(("status", "reported", "new_amount", "effect", "to"), [
+    (P, ReportedStatus.PENDING, 100, Effect.NONE, P),
+    (P, ReportedStatus.PENDING, 90, Effect.MOVE, P),
+    (P, ReportedStatus.APPROVED, 90, Effect.MOVE, C),
+    (P, ReportedStatus.DECLINED, 100, Effect.MOVE, R),
+    (C, ReportedStatus.PENDING, 100, Effect.MOVE, P),  # the newest report decides, back to pending too
+    (C, ReportedStatus.APPROVED, 80, Effect.MOVE, C),
+    (C, ReportedStatus.DECLINED, 100, Effect.MOVE, R),
+    (A, ReportedStatus.APPROVED, 100, Effect.NONE, A),
+    (A, ReportedStatus.APPROVED, 80, Effect.MOVE, A),  # credited: the difference is reversed
+    (A, ReportedStatus.DECLINED, 100, Effect.MOVE, R),  # credited: the cashback is reversed
+    (R, ReportedStatus.APPROVED, 100, Effect.MOVE, C),  # re-approved by the shop
+    (R, ReportedStatus.DECLINED, 100, Effect.NONE, R),
+    (E, ReportedStatus.APPROVED, 100, Effect.SUPERSEDED, E),  # expiry is final
 ])
-def test_postback_transitions(status, reported, new_amount, change):
-    assert domain.transition(status, 100, reported, new_amount).change is change
+def test_the_newest_report_moves_the_purchase(status, reported, new_amount, effect, to):
+    move = domain.apply_report(status, 100, T1, reported, new_amount, T2)
+    assert (move.effect, move.status) == (effect, to)
+
+
+def test_an_older_report_is_superseded_and_one_without_time_is_ordered_by_arrival():
+    assert domain.apply_report(C, 100, T2, ReportedStatus.PENDING, 50, T1).effect is Effect.SUPERSEDED
+    assert domain.apply_report(C, 100, T2, ReportedStatus.PENDING, 50, None).effect is Effect.MOVE
+    assert domain.apply_report(C, 100, None, ReportedStatus.PENDING, 50, T1).effect is Effect.MOVE
+
+
+def test_support_approval_is_not_undone_by_a_late_pending():
+    assert domain.apply_report(A, 100, None, ReportedStatus.PENDING, 100, T2, support_approved=True).effect \
+        is Effect.NONE
+    assert domain.apply_report(A, 100, None, ReportedStatus.DECLINED, 100, T2, support_approved=True).status is R
+
+
+@pytest.mark.parametrize(("status", "cashback", "credited", "due"), [
+    (A, 500, 0, 500), (A, 300, 500, -200), (A, 700, 500, 200), (R, 500, 500, -500), (P, 500, 500, -500),
+    (C, 500, 0, 0),
+])
+def test_what_a_purchase_owes_the_ledger(status, cashback, credited, due):
+    assert domain.credit_due(status, cashback, credited) == due
+
+
+def test_claim_amounts_agree_within_five_percent_or_a_rouble():
+    assert domain.claim_amount_agrees(10_450, 10_000) and not domain.claim_amount_agrees(10_600, 10_000)
+    assert domain.claim_amount_agrees(1_100, 1_000) and not domain.claim_amount_agrees(1_101, 1_000)
