@@ -143,9 +143,11 @@ class TrackingRepository:
             select(PurchaseReport.fingerprint).where(PurchaseReport.fingerprint == fingerprint)) is not None
 
     async def reports(self, purchase_id: str) -> list[PurchaseReport]:
+        """A purchase's reports in the shop's order of events (arrival for those without a time)."""
         return list((await self.session.scalars(
             select(PurchaseReport).where(PurchaseReport.purchase_id == purchase_id)
-            .order_by(PurchaseReport.received_at, PurchaseReport.fingerprint))).all())
+            .order_by(func.coalesce(PurchaseReport.event_time, PurchaseReport.received_at),
+                      PurchaseReport.received_at, PurchaseReport.fingerprint))).all())
 
     async def orders_with_claims(self, keys: list[tuple[str, str]]) -> set[tuple[str, str]]:
         """Of these (partner, order) pairs, those with a live claim or a purchase made by one: their

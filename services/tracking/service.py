@@ -218,7 +218,7 @@ class Tracking:
         return keyset_page(rows, limit)
 
     async def purchase(self, purchase_id: str) -> tuple[Purchase, list[PurchaseReport]]:
-        """A purchase and the reports its shop sent about it, oldest first (its history)."""
+        """A purchase and the reports its shop sent about it, in the order of events (its history)."""
         async with self._db.sessions() as session:
             repo = TrackingRepository(session)
             row = await repo.purchase(purchase_id)

@@ -16,6 +16,7 @@ import pytest
 
 from services.common.clock import Clock
 from services.common.grpc_server import RunningService, start
+from tests.service.tracking_harness import tracking_stack  # noqa: F401 - the `stack` fixture of tracking tests
 
 
 class Started:
