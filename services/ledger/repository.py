@@ -105,9 +105,10 @@ _PG_INSERT_TRANSFERS = text(
 
 class LedgerRepository:
     """Lock order, the same in every use case (so no two transactions wait on each other in a
-    cycle): user accounts in key order (SELECT ... FOR UPDATE), then transfer rows, then system
-    accounts in key order (touched only by the final UPDATE, so their hot rows stay locked for
-    the shortest time: from that statement to the commit)."""
+    cycle): user accounts in key order (SELECT ... FOR UPDATE), then transfer rows (and a
+    reversal's row, inserted with its transfers), then system accounts in key order (touched
+    only by the final UPDATE, so their hot rows stay locked for the shortest time: from that
+    statement to the commit)."""
 
     def __init__(self, session: AsyncSession) -> None:
         self.session = session

@@ -18,8 +18,9 @@ applied); only if that fails is it run again looking them up (see Ledger._create
 Reversals and debts: a reversal locks its user's account like any use case, takes what is
 available and records the shortfall as the user's debt (a column of that same row, so only the
 user's row is locked; DEBTS is a system account, touched by the final UPDATE). A new posted credit
-to a user repays the debt first, in its own transaction (`_apply_new`): the debt is read with the
-row the use case locks anyway, so a user without debt costs nothing extra.
+to a user repays the debt first, in the credit's transaction (`_apply_new`, and `_resolve_pending`
+for a held credit when it is posted): the debt is read with the row the use case locks anyway, so
+a user without debt costs nothing extra.
 """
 
 from __future__ import annotations
