@@ -204,6 +204,8 @@ class BalanceResponse(BaseModel):
     available_kopecks: Kopecks = Field(description="What can be spent now (posted minus holds).", examples=[120000])
     pending_cashback_kopecks: Kopecks = Field(description="Cashback of purchases not yet credited.",
                                               examples=[35000])
+    debt_kopecks: Kopecks = Field(description="Cashback taken back (a shop's decline after crediting) that the "
+                                  "points could not cover; the next credits repay it first.", examples=[0])
 
 
 class StatementEntry(BaseModel):

@@ -90,7 +90,8 @@ async def get_balance(user_id: UserId, rpc: Rpc) -> BalanceResponse:
     )
     return BalanceResponse(balance_kopecks=balance.balance.posted_kopecks,
                            available_kopecks=balance.balance.available_kopecks,
-                           pending_cashback_kopecks=pending.pending_cashback_kopecks)
+                           pending_cashback_kopecks=pending.pending_cashback_kopecks,
+                           debt_kopecks=balance.balance.debt_kopecks)
 
 
 @router.get("/statement", response_model=StatementPage, summary="My ledger entries, newest first",

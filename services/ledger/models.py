@@ -6,6 +6,9 @@ from sqlalchemy import BigInteger, Boolean, Index, String, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from services.common.db import UTCDateTime
+from services.ledger.domain import MAX_TRANSFER_ID_LENGTH, REPAY_SUFFIX
+
+TRANSFER_ID_COLUMN_LENGTH = MAX_TRANSFER_ID_LENGTH + len(REPAY_SUFFIX)
 
 
 class Base(DeclarativeBase):
@@ -26,6 +29,10 @@ class Account(Base):
     credits_posted: Mapped[int] = mapped_column(BigInteger, default=0)
     debits_pending: Mapped[int] = mapped_column(BigInteger, default=0)
     credits_pending: Mapped[int] = mapped_column(BigInteger, default=0)
+    # A user's debt: what reversals could not take from the points (owed to system:DEBTS), repaid
+    # first by the user's next credits. On the row that every use case already locks and reads,
+    # so a user without debt costs nothing extra. Always 0 for system accounts.
+    debt_kopecks: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
@@ -40,7 +47,9 @@ class Transfer(Base):
               postgresql_where=text("state = 'PENDING'"), sqlite_where=text("state = 'PENDING'")),
     )
 
-    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    # A caller's id (at most domain.MAX_TRANSFER_ID_LENGTH, 128) or one the ledger derives from it
+    # (`<reversal_id>:debt`, `<transfer_id>:repay`).
+    id: Mapped[str] = mapped_column(String(TRANSFER_ID_COLUMN_LENGTH), primary_key=True)
     # Account keys, deliberately without foreign keys to accounts (dropped in revision 3c1d0a5e7b21):
     # the two referential checks cost two index lookups per inserted transfer, about half of a
     # batch insert, and guard nothing the code does not already guarantee. Every use case that
@@ -59,3 +68,20 @@ class Transfer(Base):
     timeout_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class Reversal(Base):
+    """A ReverseCredit as asked and answered: its idempotency record (a replay compares the fields
+    and answers the same figures). Its money moved in the transfers `<id>` (taken, user → system)
+    and `<id>:debt` (the shortfall, DEBTS → system)."""
+
+    __tablename__ = "reversals"
+
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(64))
+    system: Mapped[str] = mapped_column(String(32))
+    amount: Mapped[int] = mapped_column(BigInteger)
+    reference: Mapped[str] = mapped_column(String(200), default="")
+    taken: Mapped[int] = mapped_column(BigInteger)
+    debt: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -16,8 +16,8 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.ledger.domain import AccountRef, Balances, Kind, SystemAccount, TransferSpec
-from services.ledger.models import Account, Transfer
+from services.ledger.domain import DEBT_SUFFIX, AccountRef, Balances, Kind, ReversalSpec, SystemAccount, TransferSpec
+from services.ledger.models import Account, Reversal, Transfer
 
 
 def account_key_to_ref(key: str) -> AccountRef:
@@ -37,14 +37,20 @@ def balances_of(account: Account | None) -> Balances:
     if account is None:
         return Balances()
     return Balances(account.debits_posted, account.credits_posted, account.debits_pending,
-                    account.credits_pending)
+                    account.credits_pending, account.debt_kopecks)
+
+
+def reversal_spec_of(row: Reversal) -> ReversalSpec:
+    return ReversalSpec(reversal_id=row.id, user_id=row.user_id, system=SystemAccount(row.system),
+                        amount_kopecks=row.amount, reference=row.reference)
 
 
 @dataclass
 class Counters:
-    """An account's four counters inside a use case. A user account's are the locked row's values
-    (checked, then written back); a system account's are only this transaction's deltas, added
-    to the row at the end (system accounts are never checked, so never read under lock)."""
+    """An account's four counters (and a user's debt) inside a use case. A user account's are the
+    locked row's values (checked, then written back); a system account's are only this
+    transaction's deltas, added to the row at the end (system accounts are never checked, so never
+    read under lock; they have no debt)."""
 
     id: str
     is_user: bool
@@ -52,18 +58,21 @@ class Counters:
     credits_posted: int = 0
     debits_pending: int = 0
     credits_pending: int = 0
+    debt_kopecks: int = 0
     changed: bool = False
 
     def balances(self) -> Balances:
-        return Balances(self.debits_posted, self.credits_posted, self.debits_pending, self.credits_pending)
+        return Balances(self.debits_posted, self.credits_posted, self.debits_pending, self.credits_pending,
+                        self.debt_kopecks)
 
 
 _COUNTERS = ("debits_posted", "credits_posted", "debits_pending", "credits_pending")
+_USER_COLUMNS = (*_COUNTERS, "debt_kopecks")  # what a user account's lock reads and its save writes
 _accounts = Account.__table__
 _transfers = Transfer.__table__
 _SET_USER_COUNTERS = (
     update(_accounts).where(_accounts.c.id == bindparam("key"))
-    .values({c: bindparam(c) for c in _COUNTERS})
+    .values({c: bindparam(c) for c in _USER_COLUMNS})
 )
 _ADD_TO_SYSTEM_COUNTERS = (
     update(_accounts).where(_accounts.c.id == bindparam("key"))
@@ -73,10 +82,10 @@ _ADD_TO_SYSTEM_COUNTERS = (
 # (one round trip and one plan, where an executemany sends a statement per row).
 _PG_SET_USER_COUNTERS = text(
     "UPDATE accounts SET debits_posted = d.debits_posted, credits_posted = d.credits_posted, "
-    "debits_pending = d.debits_pending, credits_pending = d.credits_pending "
+    "debits_pending = d.debits_pending, credits_pending = d.credits_pending, debt_kopecks = d.debt_kopecks "
     "FROM unnest(CAST(:ids AS varchar[]), CAST(:debits_posted AS bigint[]), CAST(:credits_posted AS bigint[]), "
-    "CAST(:debits_pending AS bigint[]), CAST(:credits_pending AS bigint[])) "
-    "AS d(id, debits_posted, credits_posted, debits_pending, credits_pending) "
+    "CAST(:debits_pending AS bigint[]), CAST(:credits_pending AS bigint[]), CAST(:debt_kopecks AS bigint[])) "
+    "AS d(id, debits_posted, credits_posted, debits_pending, credits_pending, debt_kopecks) "
     "WHERE accounts.id = d.id"
 )
 _TRANSFER_COLUMNS = ("id", "debit_account_id", "credit_account_id", "amount", "kind", "reference", "pending",
@@ -96,9 +105,10 @@ _PG_INSERT_TRANSFERS = text(
 
 class LedgerRepository:
     """Lock order, the same in every use case (so no two transactions wait on each other in a
-    cycle): user accounts in key order (SELECT ... FOR UPDATE), then transfer rows, then system
-    accounts in key order (touched only by the final UPDATE, so their hot rows stay locked for
-    the shortest time: from that statement to the commit)."""
+    cycle): user accounts in key order (SELECT ... FOR UPDATE), then transfer rows (and a
+    reversal's row, inserted with its transfers), then system accounts in key order (touched
+    only by the final UPDATE, so their hot rows stay locked for the shortest time: from that
+    statement to the commit)."""
 
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
@@ -123,7 +133,7 @@ class LedgerRepository:
         stmt = (pg_insert if self._dialect == "postgresql" else sqlite_insert)(_accounts).on_conflict_do_nothing()
         await self.session.execute(stmt, [
             {"id": key, "user_id": by_key[key].user_id, "debits_posted": 0, "credits_posted": 0,
-             "debits_pending": 0, "credits_pending": 0, "created_at": now}
+             "debits_pending": 0, "credits_pending": 0, "debt_kopecks": 0, "created_at": now}
             for key in sorted(by_key)
         ])
 
@@ -135,7 +145,7 @@ class LedgerRepository:
         found: dict[str, Counters] = {}
         if users:
             rows = await self.session.execute(
-                select(_accounts.c.id, *(_accounts.c[c] for c in _COUNTERS))
+                select(_accounts.c.id, *(_accounts.c[c] for c in _USER_COLUMNS))
                 .where(self._among(_accounts.c.id, users)).order_by(_accounts.c.id).with_for_update())
             found = {row[0]: Counters(row[0], True, *row[1:]) for row in rows}
             if len(found) != len(users):
@@ -151,10 +161,10 @@ class LedgerRepository:
         systems = sorted((a for a in accounts.values() if not a.is_user and a.changed), key=lambda a: a.id)
         if users and self._dialect == "postgresql":
             await self.session.execute(_PG_SET_USER_COUNTERS, {
-                "ids": [a.id for a in users], **{c: [getattr(a, c) for a in users] for c in _COUNTERS}})
+                "ids": [a.id for a in users], **{c: [getattr(a, c) for a in users] for c in _USER_COLUMNS}})
         elif users:
             await self.session.execute(_SET_USER_COUNTERS, [
-                {"key": a.id, **{c: getattr(a, c) for c in _COUNTERS}} for a in users])
+                {"key": a.id, **{c: getattr(a, c) for c in _USER_COLUMNS}} for a in users])
         for a in systems:  # one by one, in key order
             result = await self.session.execute(
                 _ADD_TO_SYSTEM_COUNTERS, {"key": a.id, **{c: getattr(a, c) for c in _COUNTERS}})
@@ -214,6 +224,19 @@ class LedgerRepository:
     async def account(self, key: str) -> Account | None:
         return await self.session.get(Account, key)
 
+    async def get_reversal(self, reversal_id: str) -> Reversal | None:
+        return await self.session.get(Reversal, reversal_id, populate_existing=True)
+
+    async def add_reversal(self, spec: ReversalSpec, taken: int, debt: int, now: datetime) -> Reversal:
+        """Inserted with the reversal's transfers; a concurrent creator of the same id fails here on
+        the primary key (IntegrityError) and retries (see Ledger.reverse_credit)."""
+        assert spec.system is not None
+        row = Reversal(id=spec.reversal_id, user_id=spec.user_id, system=spec.system.value,
+                       amount=spec.amount_kopecks, reference=spec.reference, taken=taken, debt=debt, created_at=now)
+        self.session.add(row)
+        await self.session.flush()
+        return row
+
     async def due_pending(self, now: datetime, limit: int) -> list[tuple[str, str, str]]:
         """(id, debit account, credit account) of holds past their timeout, without locking them."""
         rows = await self.session.execute(
@@ -265,6 +288,20 @@ class LedgerRepository:
                 and_(Transfer.pending.is_(False), Transfer.state != "POSTED"),
                 and_(Transfer.pending.is_(True), Transfer.timeout_at.is_(None)),
             )).order_by(Transfer.id).limit(limit)
+        )).all())
+
+    async def inconsistent_reversals(self, limit: int = 100) -> list[str]:
+        """Ids of reversals whose figures do not add up (taken + debt = amount, neither negative)
+        or whose transfers (`<id>` of `taken`, `<id>:debt` of `debt`) are not what they say."""
+        r = Reversal.__table__.alias("r")
+        taken, debt = _transfers.alias("taken"), _transfers.alias("debt")
+        return list((await self.session.scalars(
+            select(r.c.id)
+            .outerjoin(taken, taken.c.id == r.c.id)
+            .outerjoin(debt, debt.c.id == r.c.id + DEBT_SUFFIX)
+            .where(or_(r.c.taken < 0, r.c.debt < 0, r.c.taken + r.c.debt != r.c.amount,
+                       func.coalesce(taken.c.amount, 0) != r.c.taken, func.coalesce(debt.c.amount, 0) != r.c.debt))
+            .order_by(r.c.id).limit(limit)
         )).all())
 
     async def transfer_shapes(self) -> list[tuple[str, str, str, int]]:

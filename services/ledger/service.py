@@ -14,6 +14,13 @@ primary key, and the loser retries once and then sees the winner's row (replay o
 A replay of an existing id is answered before any lock is taken and changes nothing. A batch is
 first tried as all new ids, without looking them up (its insert refuses a stored id and nothing is
 applied); only if that fails is it run again looking them up (see Ledger._create_batch).
+
+Reversals and debts: a reversal locks its user's account like any use case, takes what is
+available and records the shortfall as the user's debt (a column of that same row, so only the
+user's row is locked; DEBTS is a system account, touched by the final UPDATE). A new posted credit
+to a user repays the debt first, in the credit's transaction (`_apply_new`, and `_resolve_pending`
+for a held credit when it is posted): the debt is read with the row the use case locks anyway, so
+a user without debt costs nothing extra.
 """
 
 from __future__ import annotations
@@ -29,9 +36,26 @@ from services.common.db import Database
 from services.common.errors import DomainError
 from services.common.pagination import decode_cursor, keyset_page, page_size
 from services.ledger import domain
-from services.ledger.domain import AccountRef, Balances, State, SystemAccount, TransferSpec
-from services.ledger.models import Transfer
-from services.ledger.repository import Counters, LedgerRepository, account_key_to_ref, balances_of, spec_of
+from services.ledger.domain import (
+    DEBT_SUFFIX,
+    REPAY_SUFFIX,
+    AccountRef,
+    Balances,
+    Kind,
+    ReversalSpec,
+    State,
+    SystemAccount,
+    TransferSpec,
+)
+from services.ledger.models import Account, Reversal, Transfer
+from services.ledger.repository import (
+    Counters,
+    LedgerRepository,
+    account_key_to_ref,
+    balances_of,
+    reversal_spec_of,
+    spec_of,
+)
 
 log = logging.getLogger("cashback.ledger")
 
@@ -39,6 +63,13 @@ log = logging.getLogger("cashback.ledger")
 @dataclass(frozen=True)
 class Created:
     transfer: Transfer
+    already_existed: bool
+
+
+@dataclass(frozen=True)
+class Reversed:
+    taken_kopecks: int
+    debt_kopecks: int
     already_existed: bool
 
 
@@ -58,15 +89,22 @@ class AuditReport:
     violations: list[str]
 
 
-def _apply_new(accounts: dict[str, Counters], spec: TransferSpec, now: datetime) -> dict[str, object]:
+_DEBTS = AccountRef(system=SystemAccount.DEBTS)
+
+
+def _apply_new(accounts: dict[str, Counters], spec: TransferSpec, now: datetime) -> list[dict[str, object]]:
+    """The rows of a new transfer: the transfer, then its repayment when it is a posted credit to
+    a user who owes (repayment first; system accounts have no debt)."""
     debit, credit = accounts[spec.debit.key], accounts[spec.credit.key]
     amount = spec.amount_kopecks
+    repay = 0 if spec.pending else domain.repayment(amount, credit.debt_kopecks)
     # System accounts hold deltas here (never checked); their int64 columns refuse an overflow in the database.
     if debit.is_user:
         domain.check_can_debit(debit.balances(), amount, is_user=True)
         domain.check_no_overflow(debit.debits_posted + debit.debits_pending + amount)
     if credit.is_user:
         domain.check_no_overflow(credit.credits_posted + credit.credits_pending + amount)
+        domain.check_no_overflow(credit.debits_posted + credit.debits_pending + repay)
     if spec.pending:
         debit.debits_pending += amount
         credit.credits_pending += amount
@@ -74,7 +112,7 @@ def _apply_new(accounts: dict[str, Counters], spec: TransferSpec, now: datetime)
         debit.debits_posted += amount
         credit.credits_posted += amount
     debit.changed = credit.changed = True
-    return {
+    row: dict[str, object] = {
         "id": spec.transfer_id, "debit_account_id": debit.id, "credit_account_id": credit.id,
         "amount": amount, "kind": spec.kind.value, "reference": spec.reference,
         "pending": spec.pending, "timeout_seconds": spec.timeout_seconds if spec.pending else 0,
@@ -82,6 +120,50 @@ def _apply_new(accounts: dict[str, Counters], spec: TransferSpec, now: datetime)
         "timeout_at": now + timedelta(seconds=spec.timeout_seconds) if spec.pending else None,
         "created_at": now, "resolved_at": None,
     }
+    if not repay:
+        return [row]
+    return [row, _repay(accounts, credit, spec.transfer_id, repay, spec.reference, now)]
+
+
+def _posted(transfer_id: str, debit: Counters, credit: Counters, amount: int,
+            kind: Kind, reference: str, now: datetime) -> dict[str, object]:
+    """Moves `amount` (posted) and returns the row of one of the ledger's own transfers (its
+    checks are the caller's: these are never refused)."""
+    debit.debits_posted += amount
+    credit.credits_posted += amount
+    debit.changed = credit.changed = True
+    return {
+        "id": transfer_id, "debit_account_id": debit.id, "credit_account_id": credit.id, "amount": amount,
+        "kind": kind.value, "reference": reference, "pending": False, "timeout_seconds": 0,
+        "state": State.POSTED.value, "timeout_at": None, "created_at": now, "resolved_at": None,
+    }
+
+
+def _repay(accounts: dict[str, Counters], user: Counters, transfer_id: str, amount: int, reference: str,
+           now: datetime) -> dict[str, object]:
+    """A credit's repayment of the user's debt: `<transfer_id>:repay`, user → DEBTS."""
+    debts = accounts.setdefault(_DEBTS.key, Counters(_DEBTS.key, False))
+    user.debt_kopecks -= amount
+    return _posted(f"{transfer_id}{REPAY_SUFFIX}", user, debts, amount, Kind.DEBT_REPAYMENT, reference, now)
+
+
+def _take_back(accounts: dict[str, Counters], spec: ReversalSpec, taken: int, debt: int,
+               now: datetime) -> list[dict[str, object]]:
+    """A reversal's transfers: what is taken (`<id>`, user → system) and the shortfall, which the
+    user now owes (`<id>:debt`, DEBTS → system)."""
+    assert spec.system is not None
+    user, system = accounts[spec.user.key], accounts[AccountRef(system=spec.system).key]
+    rows = []
+    if taken:
+        rows.append(_posted(spec.reversal_id, user, system, taken, Kind.CASHBACK_REVERSAL,
+                            spec.reference, now))
+    if debt:
+        domain.check_no_overflow(user.debt_kopecks + debt)
+        user.debt_kopecks += debt
+        user.changed = True
+        rows.append(_posted(f"{spec.reversal_id}{DEBT_SUFFIX}", accounts[_DEBTS.key], system, debt,
+                            Kind.CASHBACK_REVERSAL, spec.reference, now))
+    return rows
 
 
 def _resolve(accounts: dict[str, Counters], row: Transfer, to: State, now: datetime) -> None:
@@ -135,17 +217,17 @@ class Ledger:
                     existing = await repo.get_transfer(spec.transfer_id) if attempt else None
                     if existing is None:
                         try:
-                            row = _apply_new(accounts, spec, now)
+                            rows = _apply_new(accounts, spec, now)
                         except DomainError:
                             existing = await repo.get_transfer(spec.transfer_id)
                             if existing is None:
                                 raise
                     if existing is not None:
                         return Created(self._check_replay(existing, spec), True)
-                    await repo.add_transfers([row])
+                    await repo.add_transfers(rows)
                     await repo.save_accounts(accounts)
                 self._remember(accounts)
-                created = Transfer(**row)
+                created = Transfer(**rows[0])
                 log.info("transfer %s %s %d kopecks %s -> %s%s", spec.transfer_id, spec.kind,
                          spec.amount_kopecks, spec.debit.key, spec.credit.key, " (pending)" if spec.pending else "")
                 return Created(created, False)
@@ -217,7 +299,7 @@ class Ledger:
                                 reason=f"TRANSFER_EXISTS_WITH_DIFFERENT_{differing.upper()}")
                         outcomes.append((spec.transfer_id, "ALREADY_EXISTED", ""))
                         continue
-                    new_rows.append(_apply_new(accounts, spec, now))
+                    new_rows.extend(_apply_new(accounts, spec, now))
                     seen[spec.transfer_id] = spec
                     outcomes.append((spec.transfer_id, "CREATED", ""))
                 except DomainError as exc:
@@ -234,8 +316,47 @@ class Ledger:
             await repo.add_transfers(new_rows)
             await repo.save_accounts(accounts)
         self._remember(accounts)
-        log.info("batch of %d transfers applied (%d new)", len(specs), len(new_rows))
+        log.info("batch of %d transfers applied (%d rows new)", len(specs), len(new_rows))
         return BatchResult(True, outcomes)
+
+    async def reverse_credit(self, spec: ReversalSpec) -> Reversed:
+        """Takes a credit back from a user (see the module docstring): what is available now, and
+        the rest as debt. Idempotent by reversal id, like transfers: a replay is answered before
+        any lock; two creators of one new id either queue on the user's lock (the second then
+        finds the first's reversal) or race on the primary key (the loser retries once)."""
+        domain.validate_reversal(spec)
+        async with self._db.sessions() as session:
+            existing = await LedgerRepository(session).get_reversal(spec.reversal_id)
+        if existing is not None:
+            return _reversal_replay(existing, spec)
+        assert spec.system is not None
+        for attempt in range(2):
+            try:
+                async with self._db.transaction() as session:
+                    repo = LedgerRepository(session)
+                    now = self._clock.now()
+                    accounts = await self._lock(repo, [spec.user, AccountRef(system=spec.system), _DEBTS], now)
+                    existing = await repo.get_reversal(spec.reversal_id)
+                    if existing is not None:
+                        return _reversal_replay(existing, spec)
+                    clash = await repo.get_transfer(spec.reversal_id)
+                    if clash is not None:  # a caller's transfer (of another kind) has this id
+                        raise domain.TransferExistsWithDifferentFields(
+                            f"transfer {spec.reversal_id} exists and is a {clash.kind}, not a reversal", field="kind")
+                    user = accounts[spec.user.key]
+                    taken, debt = domain.split_reversal(spec.amount_kopecks, user.balances().available)
+                    rows = _take_back(accounts, spec, taken, debt, now)
+                    await repo.add_reversal(spec, taken, debt, now)
+                    await repo.add_transfers(rows)
+                    await repo.save_accounts(accounts)
+                self._remember(accounts)
+                log.info("reversal %s of %d kopecks for %s: %d taken, %d became debt", spec.reversal_id,
+                         spec.amount_kopecks, spec.user.key, taken, debt)
+                return Reversed(taken, debt, False)
+            except IntegrityError:
+                if attempt == 1:
+                    raise
+        raise AssertionError("unreachable")
 
     async def post_pending(self, transfer_id: str) -> Transfer:
         return await self._resolve_pending(transfer_id, State.POSTED)
@@ -262,6 +383,10 @@ class Ledger:
                 log.info("pending transfer %s expired", transfer_id)
             elif row.state == State.PENDING.value:
                 _resolve(accounts, row, to, now)
+                credit = accounts[row.credit_account_id]
+                if to is State.POSTED and credit.debt_kopecks:  # a posted credit repays first
+                    repay = domain.repayment(row.amount, credit.debt_kopecks)
+                    await repo.add_transfers([_repay(accounts, credit, row.id, repay, row.reference, now)])
                 await repo.save_accounts(accounts)
                 log.info("pending transfer %s %s", transfer_id, to.value.lower())
                 return row
@@ -318,7 +443,9 @@ class Ledger:
         account is overdrawn; every transfer is well formed (positive amount, two different
         accounts, a known state that fits its pending flag, a timeout when pending) and has one of
         the allowed shapes (points reach users only from funding accounts and leave only to
-        redemption accounts)."""
+        redemption accounts, back to funding accounts or to DEBTS); debts are never negative and
+        sum to what DEBTS is owed; every reversal's transfers are what it answered (taken + debt =
+        amount)."""
         async with self._db.transaction() as session:
             repo = LedgerRepository(session)
             await repo.use_snapshot()  # REPEATABLE READ on PostgreSQL; SQLite's BEGIN IMMEDIATE serialises
@@ -326,7 +453,8 @@ class Ledger:
             transfers, sums = await repo.sums_by_account()
             malformed = await repo.malformed_transfers()
             shapes = await repo.transfer_shapes()
-        violations = []
+            bad_reversals = await repo.inconsistent_reversals()
+        violations = _debt_violations(accounts)
         posted_sum = pending_sum = 0
         for account in accounts:
             balances = balances_of(account)
@@ -345,9 +473,29 @@ class Ledger:
         if pending_sum != 0:
             violations.append(f"pending balances sum to {pending_sum}, not zero")
         violations.extend(f"transfer {tid} is malformed" for tid in malformed)
+        violations.extend(f"reversal {rid} does not match its transfers" for rid in bad_reversals)
         violations.extend(f"{n} {kind} transfers go from {debit} to {credit}, which is not allowed"
                           for kind, debit, credit, n in shapes if not domain.is_allowed_flow(kind, debit, credit))
         return AuditReport(not violations, len(accounts), transfers, posted_sum, violations)
+
+
+def _reversal_replay(existing: Reversal, spec: ReversalSpec) -> Reversed:
+    differing = domain.differing_reversal_field(reversal_spec_of(existing), spec)
+    if differing is not None:
+        raise domain.TransferExistsWithDifferentFields(
+            f"reversal {spec.reversal_id} exists with a different {differing}", field=differing)
+    return Reversed(existing.taken, existing.debt, True)
+
+
+def _debt_violations(accounts: list[Account]) -> list[str]:
+    """Debts: none negative, none on a system account, and together what DEBTS is owed."""
+    violations = [f"{a.id}: debt is {a.debt_kopecks}" for a in accounts
+                  if a.debt_kopecks < 0 or (a.user_id is None and a.debt_kopecks != 0)]
+    owed = sum(a.debits_posted - a.credits_posted for a in accounts if a.id == _DEBTS.key)
+    debts = sum(a.debt_kopecks for a in accounts if a.user_id is not None)
+    if debts != owed:
+        violations.append(f"users owe {debts} kopecks, but {_DEBTS.key} is owed {owed}")
+    return violations
 
 
 def _ref(key: str) -> AccountRef:

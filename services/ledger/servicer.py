@@ -8,7 +8,7 @@ from cashback.ledger.v1 import ledger_pb2, ledger_pb2_grpc
 
 from services.common.protoconv import timestamp
 from services.ledger import domain
-from services.ledger.domain import AccountRef, Kind, SystemAccount, TransferSpec
+from services.ledger.domain import AccountRef, Kind, ReversalSpec, SystemAccount, TransferSpec
 from services.ledger.models import Transfer
 from services.ledger.repository import account_key_to_ref
 from services.ledger.service import Ledger
@@ -133,13 +133,22 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
         b = await self._ledger.balance(request.user_id)
         return ledger_pb2.GetBalanceResponse(balance=ledger_pb2.Balance(
             user_id=request.user_id, posted_kopecks=b.posted, pending_debits_kopecks=b.debits_pending,
-            pending_credits_kopecks=b.credits_pending, available_kopecks=b.available))
+            pending_credits_kopecks=b.credits_pending, available_kopecks=b.available, debt_kopecks=b.debt))
 
     async def ListStatement(self, request: ledger_pb2.ListStatementRequest,
                             context: grpc.aio.ServicerContext) -> ledger_pb2.ListStatementResponse:
         rows, token = await self._ledger.statement(request.user_id, request.page_size, request.page_token)
         key = AccountRef(user_id=request.user_id).key
         return ledger_pb2.ListStatementResponse(entries=[entry_to_pb(r, key) for r in rows], next_page_token=token)
+
+    async def ReverseCredit(self, request: ledger_pb2.ReverseCreditRequest,
+                            context: grpc.aio.ServicerContext) -> ledger_pb2.ReverseCreditResponse:
+        reversed_ = await self._ledger.reverse_credit(ReversalSpec(
+            reversal_id=request.reversal_id, user_id=request.user_id, system=_SYSTEM_FROM_PB.get(request.system),
+            amount_kopecks=request.amount_kopecks, reference=request.reference))
+        return ledger_pb2.ReverseCreditResponse(taken_kopecks=reversed_.taken_kopecks,
+                                                debt_kopecks=reversed_.debt_kopecks,
+                                                already_existed=reversed_.already_existed)
 
     async def AuditLedger(self, request: ledger_pb2.AuditLedgerRequest,
                           context: grpc.aio.ServicerContext) -> ledger_pb2.AuditLedgerResponse:

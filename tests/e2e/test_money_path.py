@@ -69,7 +69,8 @@ async def test_one_purchase_earns_cashback_that_pays_the_phone_bill(http: httpx.
     purchases = (await http.get("/v1/me/purchases", headers=auth)).json()["purchases"]
     assert [(p["status"], p["cashback_kopecks"]) for p in purchases] == [("PENDING", expected_cashback)]
     balance = (await http.get("/v1/me/balance", headers=auth)).json()
-    assert balance == {"balance_kopecks": 0, "available_kopecks": 0, "pending_cashback_kopecks": expected_cashback}
+    assert balance == {"balance_kopecks": 0, "available_kopecks": 0, "pending_cashback_kopecks": expected_cashback,
+                       "debt_kopecks": 0}
 
     body, headers = direct_postback(**order, status="approved")
     reply = await http.post("/v1/postbacks/direct", content=body, headers=headers)
@@ -82,7 +83,7 @@ async def test_one_purchase_earns_cashback_that_pays_the_phone_bill(http: httpx.
 
     balance = await eventually(credited)
     assert balance == {"balance_kopecks": expected_cashback, "available_kopecks": expected_cashback,
-                       "pending_cashback_kopecks": 0}
+                       "pending_cashback_kopecks": 0, "debt_kopecks": 0}
     statement = (await http.get("/v1/me/statement", headers=auth)).json()["entries"]
     assert [(e["kind"], e["direction"], e["amount_kopecks"]) for e in statement] == [
         ("CASHBACK", "CREDIT", expected_cashback)]

@@ -205,7 +205,8 @@ async def test_kill_between_the_hold_and_the_top_up(crash: CrashStack):
             assert await crash.hold_state(payer.payment_id) == ("POSTED" if posted else "VOIDED")
             assert await balance(http, payer) == {
                 "balance_kopecks": 50_000 - (payer.amount if posted else 0),
-                "available_kopecks": 50_000 - (payer.amount if posted else 0), "pending_cashback_kopecks": 0}
+                "available_kopecks": 50_000 - (payer.amount if posted else 0), "pending_cashback_kopecks": 0,
+                "debt_kopecks": 0}
             # The client retries with its key after the outage: the same payment, not a second one.
             retry = await http.post("/v1/me/mobile-payments", json={"amount_kopecks": payer.amount},
                                     headers={**payer.auth, "Idempotency-Key": payer.key})
@@ -237,7 +238,7 @@ async def test_kill_between_the_top_up_and_the_post(crash: CrashStack):
             assert await crash.credited(payer.phone) == payer.amount
             left = 40_000 - payer.amount
             assert await balance(http, payer) == {"balance_kopecks": left, "available_kopecks": left,
-                                                  "pending_cashback_kopecks": 0}
+                                                  "pending_cashback_kopecks": 0, "debt_kopecks": 0}
         assert (await crash.billing("/control"))["applied_count"] == applied_before + len(payers)
     await crash.assert_audit_ok()
 

@@ -91,7 +91,7 @@ async def test_a_signed_postback_becomes_my_pending_purchase_and_pending_cashbac
     assert pending_only["purchases"] == []
     balance = (await client.get("/v1/me/balance", headers=bearer(anna))).json()
     assert balance == {"balance_kopecks": 0, "available_kopecks": 0,
-                       "pending_cashback_kopecks": purchases[0]["cashback_kopecks"]}
+                       "pending_cashback_kopecks": purchases[0]["cashback_kopecks"], "debt_kopecks": 0}
     assert balance["pending_cashback_kopecks"] > 0
 
 

@@ -1,9 +1,10 @@
 """A model of the ledger, checked against the real service over gRPC (PostgreSQL, or SQLite in the
 embedded run) by Hypothesis: accruals, spends, holds, posts, voids, the clock moving, the expiry
-job, replays with the same and with other fields, batches (some with an invalid transfer), and
-after every step the invariants: every user's balance equals the model's, no user account is
-negative, available = posted − pending debits, and the service's own audit passes (sum zero,
-counters equal the sums of transfers).
+job, replays with the same and with other fields, batches (some with an invalid transfer),
+reversals (what is available is taken, the rest becomes debt that the next credits repay first)
+and their replays, and after every step the invariants: every user's balance and debt equal the
+model's, no user account is negative, available = posted − pending debits, and the service's own
+audit passes (sum zero, counters equal the sums of transfers, debts equal what DEBTS is owed).
 
 The seed is printed; replay a failure with LEDGER_MODEL_SEED=<seed> (Hypothesis also prints a
 `@reproduce_failure` blob). LEDGER_MODEL_EXAMPLES / LEDGER_MODEL_STEPS make the run longer.
@@ -54,6 +55,8 @@ SYSTEM = {
     "CERTIFICATE": ledger_pb2.SYSTEM_ACCOUNT_CERTIFICATES,
 }
 ACCRUAL_KINDS = ["CASHBACK", "REFERRAL_BONUS", "SERVICE_ACTIVATION"]
+FUNDING = [ledger_pb2.SYSTEM_ACCOUNT_CASHBACK_FUNDING, ledger_pb2.SYSTEM_ACCOUNT_REFERRAL_FUNDING,
+           ledger_pb2.SYSTEM_ACCOUNT_SERVICE_FUNDING]
 SPEND_KINDS = ["MOBILE_PAYMENT", "CERTIFICATE"]
 STATE_NAMES = {v: k.removeprefix("TRANSFER_STATE_") for k, v in ledger_pb2.TransferState.items()}
 
@@ -99,12 +102,15 @@ class LedgerModel(RuleBasedStateMachine):
     users = Bundle("users")
     transfers = Bundle("transfers")
     holds = Bundle("holds")
+    reversals = Bundle("reversals")
 
     def __init__(self) -> None:
         super().__init__()
-        # Per user: [posted, pending debits]. Users are new in every example, so the model owns them.
+        # Per user: [posted, pending debits, debt]. Users are new in every example, so the model owns them.
         self.balances: dict[str, list[int]] = {}
         self.known: dict[str, Known] = {}
+        # Per reversal id: the request and its answer (taken, debt).
+        self.reversed: dict[str, tuple[ledger_pb2.ReverseCreditRequest, int, int]] = {}
 
     # ---- helpers -------------------------------------------------------------------------------
 
@@ -120,18 +126,22 @@ class LedgerModel(RuleBasedStateMachine):
         raise AssertionError(f"{method} was expected to fail")
 
     def available(self, uid: str) -> int:
-        posted, pending = self.balances[uid]
+        posted, pending, _ = self.balances[uid]
         return posted - pending
 
     def now(self) -> datetime:
         return self.harness.clock.now()
 
     def apply_new(self, t: ledger_pb2.Transfer, uid: str, balances: dict[str, list[int]]) -> None:
-        sign = -1 if t.debit_account.WhichOneof("account") == "user_id" else 1
+        b = balances[uid]
         if t.pending:
-            balances[uid][1] += t.amount_kopecks
-        else:
-            balances[uid][0] += sign * t.amount_kopecks
+            b[1] += t.amount_kopecks
+        elif t.debit_account.WhichOneof("account") == "user_id":
+            b[0] -= t.amount_kopecks
+        else:  # a posted credit repays the debt first
+            repaid = min(t.amount_kopecks, b[2])
+            b[0] += t.amount_kopecks - repaid
+            b[2] -= repaid
 
     def remember(self, t: ledger_pb2.Transfer, uid: str) -> None:
         timeout_at = self.now() + timedelta(seconds=t.timeout_seconds) if t.pending else None
@@ -151,7 +161,7 @@ class LedgerModel(RuleBasedStateMachine):
     @initialize(target=users)
     def first_user(self) -> str:
         uid = str(uuid.uuid4())
-        self.balances[uid] = [0, 0]
+        self.balances[uid] = [0, 0, 0]
         return uid
 
     @precondition(lambda self: len(self.balances) < 3)
@@ -304,13 +314,47 @@ class LedgerModel(RuleBasedStateMachine):
         self.balances = trial
         return multiple(*seen)
 
+    @rule(target=reversals, uid=users, amount=st.integers(1, 60_000), system=st.sampled_from(FUNDING))
+    def reverse(self, uid: str, amount: int, system: int) -> str:
+        request = ledger_pb2.ReverseCreditRequest(reversal_id=f"reversal:{uuid.uuid4()}", user_id=uid,
+                                                  amount_kopecks=amount, system=system, reference="purchase")
+        taken = min(amount, self.available(uid))
+        reply = self.rpc("ReverseCredit", request)
+        assert (reply.taken_kopecks, reply.debt_kopecks, reply.already_existed) == (taken, amount - taken, False)
+        self.balances[uid][0] -= taken
+        self.balances[uid][2] += amount - taken
+        self.reversed[request.reversal_id] = (request, taken, amount - taken)
+        return request.reversal_id
+
+    @rule(rid=reversals, change=st.sampled_from(["none", "amount_kopecks", "user_id", "system", "reference"]))
+    def replay_reversal(self, rid: str, change: str) -> None:
+        stored, taken, debt = self.reversed[rid]
+        request = ledger_pb2.ReverseCreditRequest()
+        request.CopyFrom(stored)
+        if change == "none":
+            reply = self.rpc("ReverseCredit", request)
+            assert (reply.taken_kopecks, reply.debt_kopecks, reply.already_existed) == (taken, debt, True)
+            return
+        if change == "amount_kopecks":
+            request.amount_kopecks += 1
+        elif change == "user_id":
+            request.user_id = str(uuid.uuid4())
+        elif change == "system":
+            request.system = next(s for s in FUNDING if s != stored.system)
+        else:
+            request.reference += "-changed"
+        code, reason, metadata = self.refused("ReverseCredit", request)
+        assert (code, reason, metadata.get("field")) == (
+            grpc.StatusCode.ALREADY_EXISTS, "TRANSFER_EXISTS_WITH_DIFFERENT_FIELDS", change)
+
     # ---- invariants ----------------------------------------------------------------------------
 
     @invariant()
     def balances_match_the_model_and_are_never_negative(self) -> None:
-        for uid, (posted, pending) in self.balances.items():
+        for uid, (posted, pending, debt) in self.balances.items():
             b = self.rpc("GetBalance", ledger_pb2.GetBalanceRequest(user_id=uid)).balance
-            assert (b.posted_kopecks, b.pending_debits_kopecks) == (posted, pending), uid
+            assert (b.posted_kopecks, b.pending_debits_kopecks, b.debt_kopecks) == (posted, pending, debt), uid
+            assert b.debt_kopecks >= 0
             assert b.available_kopecks == b.posted_kopecks - b.pending_debits_kopecks >= 0
             assert b.pending_credits_kopecks == 0
 
