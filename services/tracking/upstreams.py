@@ -81,6 +81,16 @@ class LedgerClient:
         )))
 
 
+    async def repaid(self, credit_transfer_id: str) -> int:
+        """What a credit repaid of the user's debt before reaching their points (0: nothing)."""
+        try:
+            return (await self._stub.GetTransfer(ledger_pb2.GetTransferRequest(
+                transfer_id=f"{credit_transfer_id}:repay"))).transfer.amount_kopecks
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.NOT_FOUND:
+                return 0
+            raise
+
     async def reverse(self, reversal_id: str, system: str, user_id: str, amount_kopecks: int,
                       reference: str) -> ledger_pb2.ReverseCreditResponse:
         return await self._stub.ReverseCredit(ledger_pb2.ReverseCreditRequest(
@@ -188,7 +198,9 @@ class SweepHandler:
         try:
             await self._ledger.credit(p["transfer_id"], p["system"], p["user_id"], p["amount_kopecks"], p["kind"],
                                       p["reference"])
-            payment_id = await self._redemption.sweep(p["user_id"], p["transfer_id"], p["amount_kopecks"])
+            # The part of the credit that repaid a debt never reached the user's points: not sweepable.
+            amount = p["amount_kopecks"] - await self._ledger.repaid(p["transfer_id"])
+            payment_id = await self._redemption.sweep(p["user_id"], p["transfer_id"], amount) if amount > 0 else ""
         except grpc.aio.AioRpcError as exc:
             _raise_classified(exc)
         if payment_id:

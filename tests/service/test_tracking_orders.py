@@ -6,11 +6,14 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import uuid
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
 import grpc
+from cashback.identity.v1 import identity_pb2 as ipb
+from cashback.ledger.v1 import ledger_pb2
 from cashback.tracking.v1 import tracking_pb2 as pb
 from hypothesis import HealthCheck, seed, settings
 from hypothesis import strategies as st
@@ -231,3 +234,84 @@ async def test_reports_in_any_order_duplicated_or_not_end_in_the_state_of_the_ne
     except Exception:
         print(f"report order failed with seed {chosen}: replay with REPORT_ORDER_SEED={chosen}")
         raise
+
+
+# --- reversals after crediting ------------------------------------------------------------------
+
+async def spend(stack: Stack, user_id: str, amount: int) -> None:
+    await stack.ledger.CreateTransfer(ledger_pb2.CreateTransferRequest(transfer=ledger_pb2.Transfer(
+        transfer_id=f"spend:{uuid.uuid4()}", debit_account=ledger_pb2.AccountRef(user_id=user_id),
+        credit_account=ledger_pb2.AccountRef(system=ledger_pb2.SYSTEM_ACCOUNT_MOBILE_PAYMENTS),
+        amount_kopecks=amount, kind=ledger_pb2.TRANSFER_KIND_MOBILE_PAYMENT, reference="phone bill")))
+
+
+async def balance(stack: Stack, user_id: str) -> ledger_pb2.Balance:
+    return (await stack.ledger.GetBalance(ledger_pb2.GetBalanceRequest(user_id=user_id))).balance
+
+
+async def wait_debt(stack: Stack, user_id: str, debt: int) -> ledger_pb2.Balance:
+    for _ in range(300):
+        found = await balance(stack, user_id)
+        if found.debt_kopecks == debt:
+            return found
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"debt of {user_id} is {found.debt_kopecks}, not {debt}")
+
+
+async def credited_purchase(stack: Stack, user_id: str, click: str, amount: int) -> tuple[str, str]:
+    oid = order()
+    answer = await stack.direct(order_id=oid, click_id=click, status="approved", amount_kopecks=amount)
+    stack.clock.advance(DAY)
+    await stack.wait_status(answer.purchase_id, pb.PURCHASE_STATUS_ACCRUED)
+    return oid, answer.purchase_id
+
+
+async def test_a_decline_after_crediting_takes_the_cashback_back_once(stack):
+    user = await stack.sign_up()
+    click = await stack.click(user.user_id, "aliexpress")
+    oid, purchase_id = await credited_purchase(stack, user.user_id, click, 100_000)
+    await stack.wait_balance(user.user_id, 7_000)
+    stack.clock.advance(timedelta(seconds=1))
+    declined = await stack.direct(order_id=oid, click_id=click, status="declined", amount_kopecks=100_000)
+    assert declined.outcome == pb.POSTBACK_OUTCOME_REJECTED  # 200 at the gateway: networks stop retrying
+    for _ in range(2):  # the network retries the same late report: nothing more happens
+        again = await stack.direct(order_id=oid, click_id=click, status="declined", amount_kopecks=100_000)
+        assert again.outcome == pb.POSTBACK_OUTCOME_DUPLICATE
+    await stack.wait_balance(user.user_id, 0)
+    purchase = await stack.purchase(purchase_id)
+    assert (purchase.status, purchase.credited_kopecks) == (pb.PURCHASE_STATUS_REJECTED, 0)
+    audit = await stack.ledger.AuditLedger(ledger_pb2.AuditLedgerRequest())
+    assert audit.ok and audit.posted_sum_kopecks == 0, list(audit.violations)
+    texts = await notifications(stack, user.user_id)
+    assert any("списано 70.00 ₽" in t for t in texts), texts
+
+
+async def test_a_lower_amount_after_spending_becomes_a_debt_that_the_next_credits_repay_first(stack):
+    user = await stack.sign_up()
+    click = await stack.click(user.user_id, "aliexpress")
+    oid, _ = await credited_purchase(stack, user.user_id, click, 100_000)  # +70 ₽
+    await stack.wait_balance(user.user_id, 7_000)
+    await spend(stack, user.user_id, 6_000)  # 10 ₽ left
+    stack.clock.advance(timedelta(seconds=1))
+    lowered = await stack.direct(order_id=oid, click_id=click, status="approved", amount_kopecks=40_000)  # 28 ₽
+    assert lowered.outcome == pb.POSTBACK_OUTCOME_ACCEPTED
+    after = await wait_debt(stack, user.user_id, 3_200)  # 42 ₽ to take back: 10 ₽ taken, 32 ₽ owed
+    assert (after.posted_kopecks, after.available_kopecks) == (0, 0)  # never below zero
+    await credited_purchase(stack, user.user_id, click, 100_000)  # +70 ₽: 32 ₽ repay the debt first
+    after = await wait_debt(stack, user.user_id, 0)
+    await stack.wait_balance(user.user_id, 3_800)
+    kinds = [e.kind for e in (await stack.ledger.ListStatement(ledger_pb2.ListStatementRequest(
+        user_id=user.user_id))).entries]
+    assert ledger_pb2.TRANSFER_KIND_CASHBACK_REVERSAL in kinds and ledger_pb2.TRANSFER_KIND_DEBT_REPAYMENT in kinds
+    audit = await stack.ledger.AuditLedger(ledger_pb2.AuditLedgerRequest())
+    assert audit.ok and audit.posted_sum_kopecks == 0, list(audit.violations)
+
+
+async def notifications(stack: Stack, user_id: str) -> list[str]:
+    for _ in range(300):
+        found = (await stack.identity.ListNotifications(ipb.ListNotificationsRequest(user_id=user_id))).notifications
+        texts = [n.text for n in found]
+        if any("списано" in t for t in texts):
+            return texts
+        await asyncio.sleep(0.02)
+    return texts
