@@ -86,8 +86,9 @@ def http_status(code: grpc.StatusCode, reason: str = "") -> int:
 
 
 def problem_response(status: int, code: str, detail: str, *, headers: dict[str, str] | None = None,
-                     errors: list[dict[str, Any]] | None = None) -> JSONResponse:
+                     errors: list[dict[str, Any]] | None = None, extra: dict[str, str] | None = None) -> JSONResponse:
     body: dict[str, Any] = {
+        **(extra or {}),
         "type": TYPE_BASE + code.lower().replace("_", "-"),
         "title": TITLES.get(status, "Error"),
         "status": status,
@@ -114,7 +115,10 @@ def rpc_error_response(exc: grpc.aio.AioRpcError) -> JSONResponse:
         if status == 500:
             code = "INTERNAL"
         return problem_response(status, code, _TRANSPORT_DETAIL.get(status, _TRANSPORT_DETAIL[500]), headers=headers)
-    return problem_response(status, info.reason, info.message or TITLES.get(status, "Error"), headers=headers)
+    # The error's metadata are the problem's extension members (e.g. `purchase_id` of
+    # ORDER_ALREADY_TRACKED, `field` of a malformed postback); the standard members win.
+    return problem_response(status, info.reason, info.message or TITLES.get(status, "Error"), headers=headers,
+                            extra=dict(info.metadata))
 
 
 def internal_error_response(exc: BaseException) -> JSONResponse:
