@@ -55,8 +55,7 @@ async def build_runtime(settings: Settings, clock: Clock | None = None) -> Runti
         sweeps=redemption_channel is not None,
     )
     handlers = {
-        CREDIT_TOPIC: CreditHandler(identity, ledger, settings.referral_bonus_kopecks,
-                                    crash_after_credit=settings.dev_crash_after_credit and settings.env == "dev"),
+        CREDIT_TOPIC: CreditHandler(identity, ledger, settings.referral_bonus_kopecks),
         REVERSAL_TOPIC: ReversalHandler(identity, ledger),
     }
     if redemption_channel is not None:

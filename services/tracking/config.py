@@ -7,7 +7,6 @@ from services.common.config import (
     ConfigError,
     cashback_env,
     database_url,
-    env_bool,
     env_float,
     env_int,
     env_str,
@@ -57,7 +56,6 @@ class Settings:
     audit_flush_batch: int = 500
     # Dev-only test hook: exit the process (like kill -9) right after a ledger credit succeeded and
     # before its outbox row is marked sent. Ignored outside dev.
-    dev_crash_after_credit: bool = False
     catalogue_path: str = DEFAULT_CATALOGUE
     referral_bonus_kopecks: int = 3000
     # How often the accrual/expiry job looks for due purchases when it found none.
@@ -106,5 +104,4 @@ class Settings:
             admitad_allowed_ips=env_str("TRACKING_ADMITAD_ALLOWED_IPS", ""),
             outbox_lease_seconds=env_float("TRACKING_OUTBOX_LEASE_SECONDS", 30.0),
             audit_flush_batch=env_int("TRACKING_AUDIT_FLUSH_BATCH", 500),
-            dev_crash_after_credit=env_bool("TRACKING_DEV_CRASH_AFTER_CREDIT", False),
         )

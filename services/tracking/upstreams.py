@@ -18,7 +18,6 @@ whichever row runs first creates it, once."""
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any
 
 import grpc
@@ -153,20 +152,15 @@ class ReversalHandler:
 class CreditHandler:
     """Delivers one `credit` outbox message (see the module docstring)."""
 
-    def __init__(self, identity: IdentityClient, ledger: LedgerClient, referral_bonus_kopecks: int,
-                 *, crash_after_credit: bool = False) -> None:
+    def __init__(self, identity: IdentityClient, ledger: LedgerClient, referral_bonus_kopecks: int) -> None:
         self._identity = identity
         self._ledger = ledger
         self._bonus = referral_bonus_kopecks
-        self._crash_after_credit = crash_after_credit  # dev-only test hook (see Settings)
 
     async def __call__(self, key: str, p: dict[str, Any]) -> None:
         try:
             await self._ledger.credit(p["transfer_id"], p["system"], p["user_id"], p["amount_kopecks"], p["kind"],
                                       p["reference"])
-            if self._crash_after_credit:
-                log.warning("dev hook: exiting after the ledger credit of %s, before marking it sent", key)
-                os._exit(137)
             if p["referral_check"]:
                 await self._referral_bonus(p["user_id"])
             await self._identity.notify(p["notify_key"], p["user_id"], "cashback_credited", {
