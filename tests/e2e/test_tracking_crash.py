@@ -211,27 +211,28 @@ async def test_tracking_killed_at_random_under_load_loses_and_doubles_nothing(cr
             body = report(click_id, amount)
             for _ in range(2):  # each report delivered twice, as networks do
                 queue.put_nowait(body)
-        done = asyncio.Event()
+        # Kill points at random moments of the run, by progress (so however fast the machine is).
+        total_deliveries = queue.qsize()
+        kill_at = sorted(random.sample(range(total_deliveries // 10, total_deliveries * 9 // 10), KILLS))
+        progress = asyncio.Condition()
 
         async def partner() -> None:
             while not queue.empty():
                 answer = await deliver(http, queue.get_nowait(), answers)
-                outcomes[answer["outcome"]] += 1
+                async with progress:
+                    outcomes[answer["outcome"]] += 1
+                    progress.notify_all()
 
         async def killer() -> None:
-            for _ in range(KILLS):
-                await asyncio.sleep(random.uniform(0.5, 3.0))
-                if done.is_set():
-                    return
+            for point in kill_at:
+                async with progress:
+                    await progress.wait_for(lambda p=point: sum(outcomes.values()) >= p)
+                await asyncio.sleep(random.uniform(0, 0.2))  # somewhere in the next deliveries' path
                 await crashable.kill_tracking()
                 await asyncio.sleep(random.uniform(0, 1))  # the gateway answers 503 meanwhile
                 await crashable.restart_tracking()
 
-        async def partners() -> None:
-            await asyncio.gather(*(partner() for _ in range(CLIENTS)))
-            done.set()
-
-        await asyncio.gather(partners(), killer())
+        await asyncio.gather(killer(), *(partner() for _ in range(CLIENTS)))
         print(f"tracking crash: answers {dict(answers)}, outcomes {dict(outcomes)}")
         # A delivery cut between commit and answer was applied: its retry is then the DUPLICATE.
         assert set(outcomes) <= {"ACCEPTED", "DUPLICATE"} and sum(outcomes.values()) == 2 * ORDERS
