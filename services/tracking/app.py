@@ -69,7 +69,7 @@ async def build_runtime(settings: Settings, clock: Clock | None = None) -> Runti
         """Credits confirmed purchases past the delay and expires old pending ones."""
         while True:
             tracking.work_due.clear()
-            done = await tracking.accrue_due() + await tracking.expire_due()
+            done = await tracking.lifecycle.accrue_due() + await tracking.lifecycle.expire_due()
             if done == 0:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(tracking.work_due.wait(), settings.job_interval_seconds)

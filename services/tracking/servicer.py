@@ -146,12 +146,12 @@ class TrackingServicer(tracking_pb2_grpc.TrackingServiceServicer):
 
     async def IngestPostback(self, request: pb.IngestPostbackRequest,
                              context: grpc.aio.ServicerContext) -> pb.IngestPostbackResponse:
-        return _ingested(await self._t.ingest(_raw(request)))
+        return _ingested(await self._t.ingestion.ingest(_raw(request)))
 
     async def _ingest_one(self, request: pb.IngestPostbackRequest) -> IngestResult:
         if request.request_id:  # this task's own context (gather wraps each in a task)
             request_id_var.set(request.request_id)
-        return await self._t.ingest(_raw(request))
+        return await self._t.ingestion.ingest(_raw(request))
 
     async def IngestPostbacks(self, request: pb.IngestPostbacksRequest,
                               context: grpc.aio.ServicerContext) -> pb.IngestPostbacksResponse:
@@ -174,42 +174,44 @@ class TrackingServicer(tracking_pb2_grpc.TrackingServiceServicer):
 
     async def ListPurchases(self, request: pb.ListPurchasesRequest,
                             context: grpc.aio.ServicerContext) -> pb.ListPurchasesResponse:
-        rows, token = await self._t.purchases(request.user_id, _STATUS_FROM.get(request.status), request.page_size,
-                                              request.page_token)
+        rows, token = await self._t.lifecycle.purchases(request.user_id, _STATUS_FROM.get(request.status),
+                                                        request.page_size, request.page_token)
         return pb.ListPurchasesResponse(purchases=[purchase_to_pb(r) for r in rows], next_page_token=token)
 
     async def GetPurchase(self, request: pb.GetPurchaseRequest,
                           context: grpc.aio.ServicerContext) -> pb.GetPurchaseResponse:
-        row, reports = await self._t.purchase(request.purchase_id)
+        row, reports = await self._t.lifecycle.purchase(request.purchase_id)
         return pb.GetPurchaseResponse(purchase=purchase_to_pb(row), reports=[report_to_pb(r) for r in reports])
 
     async def GetPendingCashback(self, request: pb.GetPendingCashbackRequest,
                                  context: grpc.aio.ServicerContext) -> pb.GetPendingCashbackResponse:
-        return pb.GetPendingCashbackResponse(pending_cashback_kopecks=await self._t.pending_cashback(request.user_id))
+        pending = await self._t.lifecycle.pending_cashback(request.user_id)
+        return pb.GetPendingCashbackResponse(pending_cashback_kopecks=pending)
 
     async def ReportServiceActivation(self, request: pb.ReportServiceActivationRequest,
                                       context: grpc.aio.ServicerContext) -> pb.ReportServiceActivationResponse:
-        row, existed = await self._t.report_activation(request.activation_id, request.user_id, request.service_code)
+        row, existed = await self._t.activations.report_activation(request.activation_id, request.user_id,
+                                                                   request.service_code)
         return pb.ReportServiceActivationResponse(purchase=purchase_to_pb(row), already_existed=existed)
 
     async def FileClaim(self, request: pb.FileClaimRequest, context: grpc.aio.ServicerContext) -> pb.FileClaimResponse:
-        row = await self._t.file_claim(domain.ClaimInput(
+        row = await self._t.claims.file_claim(domain.ClaimInput(
             user_id=request.user_id, partner_id=request.partner_id, order_id=request.order_id,
             order_date=request.order_date, amount_kopecks=request.amount_kopecks, comment=request.comment))
         return pb.FileClaimResponse(claim=claim_to_pb(row))
 
     async def ListClaims(self, request: pb.ListClaimsRequest,
                          context: grpc.aio.ServicerContext) -> pb.ListClaimsResponse:
-        rows, token = await self._t.claims(request.user_id, _CLAIM_FROM.get(request.status), request.page_size,
+        rows, token = await self._t.claims.page(request.user_id, _CLAIM_FROM.get(request.status), request.page_size,
                                            request.page_token)
         return pb.ListClaimsResponse(claims=[claim_to_pb(r) for r in rows], next_page_token=token)
 
     async def ApproveClaim(self, request: pb.ApproveClaimRequest,
                            context: grpc.aio.ServicerContext) -> pb.ApproveClaimResponse:
-        return pb.ApproveClaimResponse(claim=claim_to_pb(await self._t.approve_claim(request.claim_id,
+        return pb.ApproveClaimResponse(claim=claim_to_pb(await self._t.claims.approve_claim(request.claim_id,
                                                                                      request.decided_by)))
 
     async def RejectClaim(self, request: pb.RejectClaimRequest,
                           context: grpc.aio.ServicerContext) -> pb.RejectClaimResponse:
-        return pb.RejectClaimResponse(claim=claim_to_pb(await self._t.reject_claim(
+        return pb.RejectClaimResponse(claim=claim_to_pb(await self._t.claims.reject_claim(
             request.claim_id, request.decided_by, request.reason)))

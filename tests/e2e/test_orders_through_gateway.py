@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from tests.e2e.conftest import direct_postback, sign_up
+from tests.polling import eventually
 
 pytestmark = pytest.mark.e2e
 SUPPORT = {"X-Api-Key": "dev-support-key"}
@@ -36,21 +37,12 @@ async def post(http: httpx.AsyncClient, **fields: object) -> httpx.Response:
     return await http.post("/v1/postbacks/direct", content=body, headers=headers)
 
 
-async def eventually(probe, seconds: float = 60):  # noqa: ANN001, ANN201
-    deadline = time.monotonic() + seconds
-    while True:
-        result = await probe()
-        if result:
-            return result
-        assert time.monotonic() < deadline, "condition not reached"
-        await asyncio.sleep(0.1)
-
 
 async def balance_is(http: httpx.AsyncClient, auth: dict[str, str], kopecks: int, debt: int = 0) -> dict:
     async def probe():
         found = (await http.get("/v1/me/balance", headers=auth)).json()
         return found if (found["balance_kopecks"], found.get("debt_kopecks", 0)) == (kopecks, debt) else None
-    return await eventually(probe)
+    return await eventually(probe, seconds=60)
 
 
 async def test_two_shops_one_order_id_and_a_decline_after_crediting(http):

@@ -29,6 +29,7 @@ from scripts.stack import Process, Stack, free_port, processes
 from services.common.grpc_client import open_channel
 from tests.conftest import BACKEND
 from tests.e2e.conftest import SERVICES, _dump_logs, direct_postback, sign_direct, sign_up
+from tests.polling import eventually
 
 pytestmark = [pytest.mark.e2e,
               pytest.mark.skipif(BACKEND != "postgres", reason="PostgreSQL+Redis only (see the docstring)")]
@@ -133,14 +134,6 @@ async def statement(ledger_address: str, user_id: str) -> list[ledger_pb2.Statem
             if not token:
                 return entries
 
-
-async def eventually(probe, *, attempts: int, interval: float = 0.25):
-    for _ in range(attempts):
-        result = await probe()
-        if result:
-            return result
-        await asyncio.sleep(interval)
-    raise AssertionError("condition not reached")
 
 
 @dataclass
@@ -253,7 +246,7 @@ async def check_credited(private: Private, http: httpx.AsyncClient, shopper: Sho
                    if e.kind == ledger_pb2.TRANSFER_KIND_CASHBACK]
         return entries if len(entries) >= len(orders) else None
 
-    entries = await eventually(all_credited, attempts=480)
+    entries = await eventually(all_credited, seconds=120)
     assert len(entries) == len(orders)
     assert len({e.transfer_id for e in entries}) == len(orders)
     assert sum(e.amount_kopecks for e in entries) == total
@@ -299,7 +292,7 @@ async def run_load(private: Private, halfway=None, before_audit_check=None) -> N
             # have reached tracking.
             return ORDERS * COPIES <= stored <= sent
 
-        await eventually(all_stored, attempts=240)
+        await eventually(all_stored, seconds=60)
 
 
 async def test_ten_thousand_postbacks_make_one_thousand_purchases_and_credits(private):

@@ -27,6 +27,7 @@ from scripts.stack import Process, Stack
 from services.common.grpc_client import open_channel
 from tests.conftest import BACKEND
 from tests.e2e.conftest import GENEROUS_LIMITS, _dump_logs, sign_direct, sign_up, start_private_stack
+from tests.polling import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -116,15 +117,6 @@ async def ledger_check(address: str, user_id: str) -> list[ledger_pb2.StatementE
                 return entries
 
 
-async def eventually(probe, *, seconds: float = RETRY_FOR_SECONDS):  # noqa: ANN001, ANN201
-    deadline = time.monotonic() + seconds
-    while True:
-        result = await probe()
-        if result:
-            return result
-        assert time.monotonic() < deadline, "condition not reached"
-        await asyncio.sleep(0.25)
-
 
 async def credit_messages(http: httpx.AsyncClient, phone: str) -> list[str]:
     reply = await http.get("/dev/outbox", params={"to": phone})
@@ -185,7 +177,7 @@ async def test_a_report_claimed_but_not_committed_when_tracking_dies_is_applied_
         assert applied["outcome"] == "ACCEPTED", applied  # not a DUPLICATE of a report never applied
         again = await deliver(http, body, answers)
         assert again["outcome"] == "DUPLICATE"
-        purchase = await eventually(lambda: _accrued(http, auth, applied["purchase_id"]))
+        purchase = await eventually(lambda: _accrued(http, auth, applied["purchase_id"]), seconds=RETRY_FOR_SECONDS)
         entries = await ledger_check(crashable.ledger_address, user["user_id"])
         assert [(e.kind, e.amount_kopecks) for e in entries] == [
             (ledger_pb2.TRANSFER_KIND_CASHBACK, purchase["cashback_kopecks"])]
@@ -248,7 +240,8 @@ async def test_tracking_killed_at_random_under_load_loses_and_doubles_nothing(cr
         assert len(entries) == len({e.transfer_id for e in entries}) == ORDERS
         assert sum(e.amount_kopecks for e in entries) == total
         assert (await http.get("/v1/me/balance", headers=auth)).json()["balance_kopecks"] == total
-        messages = await eventually(lambda: _at_least(credit_messages(http, user["phone"]), ORDERS))
+        messages = await eventually(lambda: _at_least(credit_messages(http, user["phone"]), ORDERS),
+                                    seconds=RETRY_FOR_SECONDS)
         assert len(messages) == ORDERS  # an SMS for each credit, once
 
 
@@ -275,14 +268,15 @@ async def test_tracking_killed_while_its_relay_waits_on_the_ledger_credits_once(
         finally:
             ledger.send_signal(signal.SIGCONT)
         await crashable.restart_tracking()
-        purchase = await eventually(lambda: _accrued(http, auth, applied["purchase_id"]))
+        purchase = await eventually(lambda: _accrued(http, auth, applied["purchase_id"]), seconds=RETRY_FOR_SECONDS)
 
         async def credited():
             entries = await ledger_check(crashable.ledger_address, user["user_id"])
             return entries if entries else None
 
-        entries = await eventually(credited)
-        messages = await eventually(lambda: _at_least(credit_messages(http, user["phone"]), 1))
+        entries = await eventually(credited, seconds=RETRY_FOR_SECONDS)
+        messages = await eventually(lambda: _at_least(credit_messages(http, user["phone"]), 1),
+                                    seconds=RETRY_FOR_SECONDS)
         await asyncio.sleep(3)  # a lease and more: a second delivery would have happened by now
         entries = await ledger_check(crashable.ledger_address, user["user_id"])
         assert [(e.kind, e.amount_kopecks) for e in entries] == [

@@ -3,7 +3,6 @@ identity, ledger, redemption and tracking, and the fake operator billing as a lo
 
 from __future__ import annotations
 
-import asyncio
 import json
 import random
 import re
@@ -24,17 +23,10 @@ from services.common.grpc_client import open_channel
 from services.common.grpc_server import start
 from services.redemption.app import build_runtime as build_redemption
 from services.tracking.postbacks import sign
+from tests.polling import eventually
 
 MTS_PREFIX = "+7982"  # phonenumbers: MTS, the program's operator
 
-
-async def eventually(probe, attempts: int = 600, interval: float = 0.05):
-    for _ in range(attempts):
-        result = await probe()
-        if result:
-            return result
-        await asyncio.sleep(interval)
-    raise AssertionError("condition not reached")
 
 
 class World:
@@ -160,7 +152,7 @@ async def test_a_redemption_outage_delays_only_the_sweep(services):
         async def swept():
             return await world.billed(user.phone) == cashback and await world.balance(user.user_id) == 0
 
-        await eventually(swept, attempts=1200)
+        await eventually(swept, seconds=60)
         assert len(await world.payments(user.user_id)) == 1
     finally:
         for channel in opened:
