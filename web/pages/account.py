@@ -29,7 +29,19 @@ async def cashback(request: Request, session: BrowserSession, page_token: str = 
 async def purchases(request: Request, session: BrowserSession, page_token: str = "") -> Response:
     found = await session.call("GET", "/v1/me/purchases", params={"page_token": page_token})
     return page(request, session, "purchases.html", title="Мои покупки", purchases=found["purchases"],
-                next_page_token=found["next_page_token"])
+                next_page_token=found["next_page_token"],
+                partner_names=await _partner_names(session, {p["partner_id"] for p in found["purchases"]}))
+
+
+async def _partner_names(session: BrowserSession, partner_ids: set[str]) -> dict[str, str]:
+    """Shop names for a page of purchases or claims (a partner since removed keeps its id)."""
+    names = {}
+    for partner_id in sorted(partner_ids):
+        try:
+            names[partner_id] = (await session.public("GET", f"/v1/partners/{partner_id}"))["name"]
+        except Problem:
+            names[partner_id] = partner_id
+    return names
 
 
 async def _claims_page(request: Request, session: BrowserSession, *, status: int = 200, error: str | None = None,
@@ -37,6 +49,7 @@ async def _claims_page(request: Request, session: BrowserSession, *, status: int
     claims = await session.call("GET", "/v1/me/claims")
     values = values or {"partner_id": request.query_params.get("partner", "")[:100]}
     return page(request, session, "claims.html", title="Заявки: кэшбэк не пришёл", claims=claims["claims"],
+                partner_names=await _partner_names(session, {c["partner_id"] for c in claims["claims"]}),
                 values=values, today=date.today().isoformat(), status=status, error=error)
 
 
