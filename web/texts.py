@@ -3,13 +3,14 @@ statuses, a partner's terms in words and the decision behind a purchase's cashba
 
 from __future__ import annotations
 
-from datetime import datetime
-from decimal import Decimal, InvalidOperation
+import re
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
 from typing import Any
-from zoneinfo import ZoneInfo
 
 NBSP = "\u00a0"
-MOSCOW = ZoneInfo("Europe/Moscow")
+MOSCOW = timezone(timedelta(hours=3), "MSK")  # no daylight saving since 2014; needs no tz database
+_ROUBLES = re.compile(r"^\d{1,12}(\.\d{1,2})?$")
 
 
 def money(kopecks: int | None) -> str:
@@ -24,13 +25,10 @@ def money(kopecks: int | None) -> str:
 def parse_roubles(text: str) -> int | None:
     """«1 500,50» or «1500.5» → 150050 kopecks; None when it is not a positive amount."""
     cleaned = text.replace(NBSP, "").replace(" ", "").replace("₽", "").replace(",", ".")
-    try:
-        value = Decimal(cleaned)
-    except InvalidOperation:
+    if not _ROUBLES.match(cleaned):
         return None
-    if not value.is_finite() or value <= 0 or value != value.quantize(Decimal("0.01")):
-        return None
-    return int(value * 100)
+    kopecks = int(Decimal(cleaned) * 100)
+    return kopecks if kopecks > 0 else None
 
 
 def when(value: str | None) -> str:

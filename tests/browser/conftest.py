@@ -7,8 +7,10 @@ shops, which are answered by a stand-in page (the shop is outside our system).""
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
@@ -22,7 +24,10 @@ pytestmark = pytest.mark.e2e
 
 CHROMIUM = "/usr/bin/chromium"
 AXE = ROOT / "tests" / "browser" / "node_modules" / "axe-core" / "axe.min.js"
-SCREENSHOTS = ROOT / "docs" / "screenshots"
+# The README's pictures: refreshed with UPDATE_SCREENSHOTS=1 (random phones and dates would otherwise
+# change them on every run); without it the tests still take them, into a scratch folder.
+SCREENSHOTS = (ROOT / "docs" / "screenshots" if os.environ.get("UPDATE_SCREENSHOTS") == "1"
+               else Path(tempfile.gettempdir()) / "cashback-screenshots")
 SHOP_HOSTS = {"www.ozon.ru"}  # partner sites the story visits, answered by a stand-in
 PHONE_VIEWPORT = {"width": 412, "height": 915}
 

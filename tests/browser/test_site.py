@@ -2,7 +2,7 @@
 code, find a shop, go to it (the click is recorded), see the purchase the shop reports and why it
 earns what it earns, see it confirmed and credited, order a certificate and hand it over, pay the
 operator bill, file a claim. Every page is checked with axe-core; the main ones are photographed
-into docs/screenshots. Nothing is fetched from the internet."""
+(into docs/screenshots with UPDATE_SCREENSHOTS=1). Nothing is fetched from the internet."""
 
 from __future__ import annotations
 
