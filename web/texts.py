@@ -101,14 +101,15 @@ def terms(rules: dict[str, Any] | None) -> list[str]:
     def rate(tier: dict[str, Any]) -> str:
         if tier.get("rate_type") == "FIXED":
             return f"{money(tier['fixed_kopecks'])} за покупку"
-        return f"{percent(tier['rate_bps'])} от суммы покупки"
+        return percent(tier["rate_bps"])
 
     if len(tiers) == 1:
-        said = [f"Кэшбэк — {rate(tiers[0])}."]
+        only = rate(tiers[0])
+        said = [f"Кэшбэк — {only}." if only.endswith("покупку") else f"Кэшбэк — {only} от суммы покупки."]
     else:
-        steps = [f"{rate(t)} при покупке от {money(t['min_amount_kopecks'])}" if i else
+        steps = [f"{rate(t)} — от {money(t['min_amount_kopecks'])}" if i else
                  f"{rate(t)} при покупке до {money(tiers[1]['min_amount_kopecks'])}" for i, t in enumerate(tiers)]
-        said = ["Кэшбэк: " + "; ".join(steps) + "."]
+        said = ["Кэшбэк: " + ", ".join(steps) + "."]
     if rules.get("cap_kopecks"):
         said.append(f"Не больше {money(rules['cap_kopecks'])} за одну покупку.")
     if rules.get("min_purchase_kopecks"):

@@ -93,13 +93,13 @@ async def axe_violations(page: Page) -> list[dict]:
     return [v for v in found if v["impact"] in ("serious", "critical")]
 
 
-async def check_page(page: Page, screenshot: str | None = None) -> None:
+async def check_page(page: Page, screenshot: str | None = None, *, full_page: bool = True) -> None:
     """Every page we show: no serious accessibility findings; the main ones also photographed for the README."""
     violations = await axe_violations(page)
     assert not violations, f"{page.url}: {violations}"
     if screenshot:
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        await page.screenshot(path=str(SCREENSHOTS / f"{screenshot}.png"), full_page=True)
+        await page.screenshot(path=str(SCREENSHOTS / f"{screenshot}.png"), full_page=full_page)
 
 
 @pytest.fixture

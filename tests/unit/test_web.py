@@ -37,11 +37,17 @@ def test_terms_say_every_rule_in_words():
                   "cap_kopecks": 200000, "min_purchase_kopecks": 5000, "excluded_domains": ["tmall.ru"],
                   "app_orders_allowed": True, "exclusive_loyalty": True, "legal_entities_excluded": True})
     text = " ".join(said)
-    for part in (f"3{NBSP}% от суммы покупки при покупке до 1{NBSP}000{NBSP}₽",
-                 f"5,5{NBSP}% от суммы покупки при покупке от 1{NBSP}000{NBSP}₽",
+    for part in (f"Кэшбэк: 3{NBSP}% при покупке до 1{NBSP}000{NBSP}₽, 5,5{NBSP}% — от 1{NBSP}000{NBSP}₽.",
                  f"Не больше 2{NBSP}000{NBSP}₽", f"дешевле 50{NBSP}₽", "tmall.ru", "приложении магазина тоже",
                  "бонусы или мили", "юридических лиц", f"меньше 1{NBSP}₽"):
         assert part in text, part
+
+
+def test_a_single_rate_is_said_of_the_purchase_or_per_purchase():
+    rules = {"tiers": [{"min_amount_kopecks": 0, "rate_type": "PERCENT", "rate_bps": 400, "fixed_kopecks": 0}]}
+    assert terms(rules)[0] == f"Кэшбэк — 4{NBSP}% от суммы покупки."
+    rules = {"tiers": [{"min_amount_kopecks": 0, "rate_type": "FIXED", "rate_bps": 0, "fixed_kopecks": 5000}]}
+    assert terms(rules)[0] == f"Кэшбэк — 50{NBSP}₽ за покупку."
 
 
 def test_a_decision_explains_a_capped_cashback_and_a_missing_click():
