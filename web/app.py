@@ -7,7 +7,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, Response
@@ -51,9 +51,11 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.exception_handler(NotSignedIn)
     async def not_signed_in(request: Request, _: NotSignedIn) -> Response:
-        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-        if request.method != "GET":
-            target = request.url.path
+        if request.method == "GET":
+            target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        else:  # a form: back to the page that showed it, once signed in again
+            referer = urlsplit(request.headers.get("referer", ""))
+            target = referer.path if referer.netloc == request.url.netloc and referer.path else "/"
         return redirect(_session(request), f"/login?next={quote(target)}")
 
     @app.exception_handler(CsrfRejected)
@@ -66,7 +68,7 @@ def create_app(settings: Settings) -> FastAPI:
     async def problem(request: Request, exc: Problem) -> HTMLResponse:
         if exc.status >= 500:
             log.warning("gateway answered %s %s: %s", exc.status, exc.code, exc.detail)
-        status = exc.status if exc.status in (400, 403, 404, 409, 422, 429) else 503
+        status = exc.status if exc.status in (400, 403, 404, 409, 413, 422, 429) else 503
         return page(request, _session(request), "error.html", title="Не получилось", status=status,
                     message=problem_text(exc.code, exc.detail))
 

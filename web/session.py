@@ -27,6 +27,7 @@ CSRF_FIELD = "csrf_token"
 # sends a token about to be refused; the refresh cookie lives as long as identity's refresh tokens.
 ACCESS_MARGIN_SECONDS = 60
 REFRESH_MAX_AGE_SECONDS = 30 * 24 * 3600
+MAX_FORM_BYTES = 64 * 1024
 
 
 class NotSignedIn(Exception):
@@ -114,7 +115,10 @@ class Session:
 
     async def form(self, request: Request) -> dict[str, str]:
         """The posted form (application/x-www-form-urlencoded), once its CSRF token is checked."""
-        body = (await request.body()).decode("utf-8", errors="replace")
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > MAX_FORM_BYTES:
+            raise Problem(413, "BODY_TOO_LARGE", "The form is too large.")
+        body = (await request.body())[:MAX_FORM_BYTES].decode("utf-8", errors="replace")
         fields = dict(parse_qsl(body, keep_blank_values=True))
         if not hmac.compare_digest(fields.get(CSRF_FIELD, ""), self.csrf_token):
             raise CsrfRejected

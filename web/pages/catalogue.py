@@ -53,8 +53,12 @@ async def partner(request: Request, session: BrowserSession, partner_id: str = P
 @router.get("/go/{partner_id}")
 async def go(request: Request, session: BrowserSession,
              partner_id: str = Path(pattern=SLUG, max_length=100)) -> Response:
-    """«Перейти в магазин»: a fresh access cookie (refreshed here if needed), then the gateway's
-    `/go/{partner_id}` records the click and redirects to the shop."""
-    await session.ensure()
+    """«Перейти в магазин»: a fresh access cookie (the profile call refreshes it if needed), then the
+    gateway's `/go/{partner_id}` records the click and redirects to the shop."""
+    me = await session.call("GET", "/v1/me")
+    if me["status"] == "DISABLED":
+        return page(request, session, "error.html", title="Покупки не отслеживаются", status=409,
+                    message="Вы вышли из программы, поэтому кэшбэк за покупки не начисляется. "
+                            "Вернуться в программу можно в настройках.")
     gateway = request.app.state.settings.public_gateway_url.rstrip("/")
     return session.apply(RedirectResponse(f"{gateway}/go/{partner_id}", status_code=303))
