@@ -226,6 +226,7 @@ async def test_a_member_confirms_an_email_leaves_the_program_and_comes_back(new_
     await page.goto(f"{site.web_url}/partners/ozon")
     await page.get_by_role("link", name="Перейти в магазин").click()
     await expect(page.get_by_role("heading", level=1)).to_have_text("Покупки не отслеживаются")
+    await check_page(page)
     await page.goto(f"{site.web_url}/settings")
     await page.get_by_role("button", name="Вернуться в программу").click()
     await expect(page.get_by_role("status")).to_have_text("Вы снова в программе.")
