@@ -7,6 +7,7 @@ WORKDIR /app
 COPY pyproject.toml constraints.txt ./
 COPY services services
 COPY gateway gateway
+COPY web web
 COPY fakes fakes
 COPY scripts scripts
 COPY protos protos

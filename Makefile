@@ -6,6 +6,9 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export PYTHONPATH := $(CURDIR):$(CURDIR)/gen
 export CASHBACK_ENV ?= dev
+# Playwright drives Debian's chromium (make tools); it never downloads a browser of its own.
+export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD := 1
+AXE := tests/browser/node_modules/axe-core/axe.min.js
 
 .PHONY: help venv tools protos migrate run test lint bench clean
 
@@ -15,6 +18,7 @@ help:
 	@echo "make lint     - ruff and buf lint"
 	@echo "make protos   - generate Python code and stubs from protos/"
 	@echo "make migrate  - apply every service's migrations"
+	@echo "make tools    - Debian and npm tools the tests use (docker-compose, wrk, chromium, axe-core)"
 
 $(STAMP): pyproject.toml constraints.txt
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) on PATH"; exit 1; }
@@ -41,7 +45,9 @@ run: gen/.stamp
 
 # docker-compose (Debian's package) validates docker-compose.yml; no Docker engine is needed.
 # wrk (Debian's package) is the load generator of `make bench` (postbacks).
-tools:
+# chromium (Debian's package) is the browser of tests/browser; npm installs axe-core, the accessibility
+# checker those tests inject into each page (pinned in tests/browser/package-lock.json).
+tools: $(AXE)
 	@command -v docker-compose >/dev/null || { \
 	  echo "installing docker-compose (Debian package) to validate docker-compose.yml"; \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose >/dev/null) \
@@ -50,6 +56,18 @@ tools:
 	  echo "installing wrk (Debian package), the load generator of make bench"; \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null) \
 	  || { echo "cannot install wrk: install it by hand (make bench postbacks needs it)"; exit 1; }; }
+	@command -v chromium >/dev/null || { \
+	  echo "installing chromium (Debian package), the browser of the browser tests"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-dejavu-core >/dev/null) \
+	  || { echo "cannot install chromium: install it by hand (tests/browser needs /usr/bin/chromium)"; exit 1; }; }
+
+$(AXE): tests/browser/package.json tests/browser/package-lock.json
+	@command -v npm >/dev/null || { \
+	  echo "installing npm (Debian package), to install axe-core for the browser tests"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq npm >/dev/null) \
+	  || { echo "cannot install npm: install it by hand"; exit 1; }; }
+	npm ci --prefix tests/browser --no-audit --no-fund --loglevel=error
+	touch $(AXE)
 
 test: gen/.stamp tools
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -1,7 +1,11 @@
 """Who is calling. End users: a bearer access token (EdDSA JWT) verified locally against the
 keys identity publishes (cached; refetched when a token names an unknown key id). Stores, the
 USSD gateway and support staff: their own credential in `X-Api-Key`, stored hashed and
-compared in constant time. The user id only ever comes from the token."""
+compared in constant time. The user id only ever comes from the token.
+
+Plain links (`GET /go/{partner_id}`) cannot send a header: there the same access token may come
+in the members' website's HttpOnly cookie (`ACCESS_COOKIE`), which is honoured nowhere else, and
+only when the browser says the request did not come from another site (Fetch Metadata)."""
 
 from __future__ import annotations
 
@@ -15,7 +19,7 @@ import jwt
 from cashback.identity.v1 import identity_pb2, identity_pb2_grpc
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from fastapi import Depends, Request
-from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import APIKeyCookie, APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from gateway.config import Settings
 from gateway.errors import ApiError
@@ -26,6 +30,15 @@ log = logging.getLogger("cashback.gateway.auth")
 bearer_scheme = HTTPBearer(
     auto_error=False, scheme_name="bearer",
     description="Access token from /v1/auth/phone/verify, /v1/auth/operator or /v1/auth/refresh.")
+# The website (web/) keeps the access token in this HttpOnly cookie; the gateway reads it for plain links only.
+ACCESS_COOKIE = "cashback_access"
+access_cookie_scheme = APIKeyCookie(
+    name=ACCESS_COOKIE, auto_error=False, scheme_name="access_cookie",
+    description="The members' website's session (the access token in an HttpOnly cookie); only for plain links "
+                "(GET /go/{partner_id}), and refused when the browser says another site started the request.")
+# Sec-Fetch-Site values of a request our own pages (or the address bar) started; absent: not a browser
+# that sends Fetch Metadata, which another site cannot use to send our cookie either way.
+_OWN_SITE = {None, "same-origin", "same-site", "none"}
 store_key_scheme = APIKeyHeader(name="X-Api-Key", auto_error=False, scheme_name="store_key",
                                 description="An operator store's credential.")
 ussd_key_scheme = APIKeyHeader(name="X-Api-Key", auto_error=False, scheme_name="ussd_key",
@@ -121,6 +134,20 @@ async def current_user(request: Request,
     return user_id
 
 
+async def current_link_user(
+        request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
+        cookie: Annotated[str | None, Depends(access_cookie_scheme)]) -> str:
+    """The signed-in user of a plain link: the bearer token, else the website's access cookie.
+    Cross-site requests get no say with the cookie (a page elsewhere must not act for the user)."""
+    if credentials is not None or not cookie:
+        return await current_user(request, credentials)
+    if request.headers.get("sec-fetch-site") not in _OWN_SITE:
+        raise ApiError(403, "CROSS_SITE_REQUEST", "This link works from the cashback site only: open it there.")
+    user_id = await request.app.state.keyset.verify(cookie)
+    await request.app.state.limits.check_user(user_id)
+    return user_id
+
+
 def _api_key_principal(request: Request, presented: str | None, attribute: str, who: str) -> str:
     if not presented:
         raise ApiError(401, "API_KEY_MISSING", f"This route is for {who}: send the credential in X-Api-Key.")
@@ -143,6 +170,7 @@ async def current_support(request: Request, key: Annotated[str | None, Depends(s
 
 
 UserId = Annotated[str, Depends(current_user)]
+LinkUserId = Annotated[str, Depends(current_link_user)]
 StoreId = Annotated[str, Depends(current_store)]
 UssdGateway = Annotated[str, Depends(current_ussd_gateway)]
 SupportStaff = Annotated[str, Depends(current_support)]

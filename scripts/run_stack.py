@@ -19,7 +19,8 @@ def _banner(stack: Stack) -> str:
         scheme = "http" if proc.kind == "http" else "grpc"
         lines.append(f"  {proc.name:<11} {scheme}://127.0.0.1:{proc.port}")
     gw = next(p.port for p in stack.procs if p.name == "gateway")
-    lines += [f"  API docs    http://127.0.0.1:{gw}/docs", f"  dev outbox  http://127.0.0.1:{gw}/dev/outbox?to=<phone>",
+    web = next(p.port for p in stack.procs if p.name == "web")
+    lines += [f"  website     http://127.0.0.1:{web}/", f"  API docs    http://127.0.0.1:{gw}/docs", f"  dev outbox  http://127.0.0.1:{gw}/dev/outbox?to=<phone>",
               "Ctrl-C stops everything.", ""]
     return "\n".join(lines)
 

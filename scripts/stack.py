@@ -33,7 +33,7 @@ class Process:
 
 
 DEFAULT_STACK_PORTS = {"identity": 50051, "tracking": 50052, "ledger": 50053, "redemption": 50054,
-                       "gateway": 8080, "billing": 8090}
+                       "gateway": 8080, "billing": 8090, "web": 8000}
 
 
 def processes(ports: Mapping[str, int] | None = None, *, databases: Mapping[str, str] | None = None,
@@ -65,6 +65,9 @@ def processes(ports: Mapping[str, int] | None = None, *, databases: Mapping[str,
         Process("gateway", "gateway", p["gateway"], "http",
                 {"GATEWAY_PORT": str(p["gateway"]), **redis,
                  **{f"GATEWAY_{s.upper()}_ADDRESS": a for s, a in addr.items()}}),
+        Process("web", "web", p["web"], "http",
+                {"WEB_PORT": str(p["web"]), "WEB_GATEWAY_URL": f"http://127.0.0.1:{p['gateway']}",
+                 "WEB_PUBLIC_GATEWAY_URL": f"http://127.0.0.1:{p['gateway']}"}),
     ]
 
 

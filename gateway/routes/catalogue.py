@@ -8,7 +8,7 @@ from cashback.tracking.v1 import tracking_pb2
 from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import RedirectResponse
 
-from gateway.auth import UserId
+from gateway.auth import LinkUserId, UserId
 from gateway.errors import responses
 from gateway.limits import limit_by_address
 from gateway.routes.common import PageSize, PageToken, Rpc
@@ -95,10 +95,11 @@ async def record_click(partner_id: PartnerId, user_id: UserId, rpc: Rpc) -> Clic
 
 
 @router.get("/go/{partner_id}", status_code=302, response_class=RedirectResponse,
-            summary="Record a click and redirect the browser to the partner",
+            summary="Record a click and redirect the browser to the partner (a plain link: the bearer token "
+                    "or the website's session cookie)",
             responses={302: {"description": "To the partner, with the click id as the sub-id",
                              "headers": {"Location": {"schema": {"type": "string"}}}},
-                       **responses(400, 401, 404, 422)})
-async def go(partner_id: PartnerId, user_id: UserId, rpc: Rpc) -> RedirectResponse:
+                       **responses(400, 401, 403, 404, 422)})
+async def go(partner_id: PartnerId, user_id: LinkUserId, rpc: Rpc) -> RedirectResponse:
     r = await _click(rpc, user_id, partner_id)
     return RedirectResponse(r.redirect_url, status_code=302, headers={"Cache-Control": "no-store"})

@@ -33,6 +33,7 @@ class RunningStack:
     gateway_url: str
     billing_url: str
     log_dir: str
+    web_url: str = ""
 
 
 async def start_private_stack(new_database, redis_url: str, log_dir: str, *,
@@ -40,7 +41,7 @@ async def start_private_stack(new_database, redis_url: str, log_dir: str, *,
                               env: dict[str, str] | None = None) -> tuple[Stack, dict[str, int], dict[str, Process]]:
     """The processes of `make run` on free ports with fresh databases, `overrides` adding variables per
     process; started and healthy (logs dumped if not). The caller stops it."""
-    ports = {name: free_port() for name in (*SERVICES, "gateway", "billing")}
+    ports = {name: free_port() for name in (*SERVICES, "gateway", "billing", "web")}
     databases = {service: await new_database(service) for service in SERVICES}
     procs = [dataclasses.replace(p, env={**p.env, **(overrides or {}).get(p.name, {})})
              for p in processes(ports, databases=databases, redis_url=redis_url, accrual_delay_seconds=0)]
@@ -59,7 +60,7 @@ async def stack(new_database, redis_url, tmp_path_factory) -> AsyncIterator[Runn
     log_dir = str(tmp_path_factory.mktemp("stack-logs"))
     running, ports, _ = await start_private_stack(new_database, redis_url, log_dir, env=GENEROUS_LIMITS)
     yield RunningStack(running, f"http://127.0.0.1:{ports['gateway']}", f"http://127.0.0.1:{ports['billing']}",
-                       log_dir)
+                       log_dir, f"http://127.0.0.1:{ports['web']}")
     await running.stop()
 
 

@@ -39,7 +39,7 @@ async def test_run_stack_starts_everything_and_ctrl_c_stops_it(new_database, red
                     break
                 await asyncio.sleep(0.2)
         assert ready, (tmp_path / "run.log").read_text()[-3000:]
-        for _ in range(50):  # the banner follows readiness
+        for _ in range(300):  # the banner follows readiness (and the website, started last)
             if b"stack is up" in (tmp_path / "run.log").read_bytes():
                 break
             await asyncio.sleep(0.1)

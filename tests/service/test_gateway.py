@@ -216,16 +216,24 @@ async def test_openapi_documents_every_route_of_the_contract_with_security_and_p
     async with running_gateway(gateway_settings()) as client:
         document = (await client.get("/openapi.json")).json()
         docs = await client.get("/docs")
+        assets = [await client.get(path) for path in re.findall(r'(?:src|href)="(/[^"]+)"', docs.text)]
     assert docs.status_code == 200
+    # Swagger UI's script and style come from the gateway itself: /docs renders without internet.
+    assert len(assets) >= 2 and all(a.status_code == 200 and a.content for a in assets), assets
+    assert "://" not in docs.text
     documented = {(method, path) for path, ops in document["paths"].items() for method in ops}
     assert CONTRACT <= documented, CONTRACT - documented
-    assert set(document["components"]["securitySchemes"]) == {"bearer", "store_key", "ussd_key", "support_key"}
+    assert set(document["components"]["securitySchemes"]) == {"bearer", "access_cookie", "store_key", "ussd_key",
+                                                              "support_key"}
     assert "HTTPValidationError" not in document["components"]["schemas"]
     for path, ops in document["paths"].items():
         for method, op in ops.items():
-            if path.startswith("/v1/me") or path.startswith("/go/"):
+            if path.startswith("/v1/me"):
                 assert op["security"] == [{"bearer": []}], (method, path)
                 assert "401" in op["responses"]
+            if path.startswith("/go/"):  # a plain link: the website's cookie too
+                assert op["security"] == [{"bearer": []}, {"access_cookie": []}], (method, path)
+                assert "401" in op["responses"] and "403" in op["responses"]
             if op.get("parameters") or op.get("requestBody"):
                 problem = op["responses"]["400"]["content"]["application/problem+json"]["schema"]
                 assert problem["$ref"].endswith("/Problem"), (method, path)

@@ -73,6 +73,20 @@ async def test_click_then_browser_redirect_carries_the_click_id(client):
     assert_problem(await client.get("/go/aliexpress"), 401, "TOKEN_MISSING")
 
 
+async def test_a_plain_link_to_go_works_with_the_website_cookie_but_not_from_another_site(client):
+    anna = await sign_in(client)
+    cookie = {"Cookie": f"cashback_access={anna['access_token']}"}
+    for site in ("same-site", "same-origin", "none"):
+        went = await client.get("/go/ozon", headers={**cookie, "Sec-Fetch-Site": site})
+        assert went.status_code == 302, (site, went.text)
+        assert "ozon" in went.headers["location"]
+    assert_problem(await client.get("/go/ozon", headers={**cookie, "Sec-Fetch-Site": "cross-site"}),
+                   403, "CROSS_SITE_REQUEST")
+    assert_problem(await client.get("/go/ozon", headers={"Cookie": "cashback_access=forged"}), 401, "TOKEN_INVALID")
+    # The cookie is for plain links only: the API's other routes still want the bearer token.
+    assert_problem(await client.get("/v1/me", headers=cookie), 401, "TOKEN_MISSING")
+
+
 async def test_a_signed_postback_becomes_my_pending_purchase_and_pending_cashback(client):
     anna = await sign_in(client)
     click_id = (await client.post("/v1/partners/aliexpress/clicks", headers=bearer(anna))).json()["click_id"]
