@@ -13,8 +13,10 @@ def main() -> None:
     settings = Settings.from_env()
     # uvicorn handles SIGTERM/SIGINT: stops accepting, lets in-flight requests finish, runs the lifespan's exit.
     # httptools: the C HTTP parser (h11 is pure Python); the stock asyncio loop, under which grpc.aio is supported.
+    # Forwarded headers are read by the gateway itself, from the proxies named in GATEWAY_TRUSTED_PROXIES only
+    # (uvicorn's own handling trusts anything on the loopback).
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_config=None,
-                timeout_graceful_shutdown=10, proxy_headers=True, access_log=False, http="httptools",
+                timeout_graceful_shutdown=10, proxy_headers=False, access_log=False, http="httptools",
                 loop="asyncio")
 
 
