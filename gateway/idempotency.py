@@ -62,6 +62,8 @@ class IdempotencyStore:
                 return _in_flight()
             if "body" not in record:
                 replayed = await self._call(call)
+                if replayed.status_code < 300:  # the service's own replay (200): answered as the first was
+                    replayed.status_code = record["status"]
                 replayed.headers[REPLAYED_HEADER] = "true"
                 return replayed
             return JSONResponse(record["body"], status_code=record["status"],
