@@ -18,11 +18,9 @@ from cashback.identity.v1 import identity_pb2 as pb
 
 from services.common.clock import FrozenClock
 from services.common.grpc_client import error_info
-from services.identity.config import DEV_OPERATOR_SSO_PUBLIC_KEY_PEM, Settings
-from tests.service.test_identity import FakeSmsProvider, _client
+from services.identity.config import Settings
+from tests.service.test_identity import PRODUCTION, FakeSmsProvider, _client
 
-# Production must be configured in full (a pepper of its own, the operator's SSO key); any key will do here.
-PROD_SSO_KEY = DEV_OPERATOR_SSO_PUBLIC_KEY_PEM.replace("MCowBQYDK2VwAyEAmUgC", "MCowBQYDK2VwAyEAmUgD")
 NUMBERS = [f"+7982{n:07d}" for n in range(2_000_000, 2_001_000)]
 ADDRESSES = [f"198.51.100.{n}" for n in range(1, 51)]
 ROUNDS = 10  # every number is asked for once per round: 10 x 1,000 = 10,000 requests
@@ -36,8 +34,7 @@ async def test_ten_thousand_code_requests_send_no_more_sms_than_the_limits_allow
     provider = FakeSmsProvider()
     clock = FrozenClock()  # 2026-01-01 00:00:00: the whole attack falls within one hour window
     try:
-        c = await _client(start_service, clock, env="prod", sms_url=provider.url, code_pepper="prod-pepper",
-                          operator_sso_public_key_pem=PROD_SSO_KEY, **LIMITS)
+        c = await _client(start_service, clock, **{**PRODUCTION, "sms_url": provider.url}, **LIMITS)
         per_window: collections.Counter[int] = collections.Counter()
         per_address: collections.Counter[str] = collections.Counter()
         per_phone: collections.Counter[str] = collections.Counter()
