@@ -57,7 +57,7 @@ async def eventually(probe, *, attempts: int = 150, interval: float = 0.1):
 
 async def earn(client: httpx.AsyncClient, signed: dict, amount_kopecks: int = 1_000_000) -> int:
     """A purchase at AliExpress through the real path (click, the partner's signed postback, accrual
-    through tracking's outbox); answers the cashback, once it is credited (or swept)."""
+    through tracking's outbox); answers the cashback, once the ledger credited it."""
     auth = bearer(signed)
     click = await client.post("/v1/partners/aliexpress/clicks", headers=auth)
     assert click.status_code == 201, click.text
@@ -70,11 +70,11 @@ async def earn(client: httpx.AsyncClient, signed: dict, amount_kopecks: int = 1_
     reply = await client.post("/v1/postbacks/direct", content=body, headers=headers)
     assert reply.status_code == 200, reply.text
 
-    async def accrued() -> bool:
-        purchases = (await client.get("/v1/me/purchases", headers=auth)).json()["purchases"]
-        return any(p["status"] == "ACCRUED" for p in purchases)
+    async def credited() -> bool:  # in the ledger (a sweep may take it on to the phone bill after)
+        entries = (await client.get("/v1/me/statement", headers=auth)).json()["entries"]
+        return any(e["kind"] == "CASHBACK" and e["direction"] == "CREDIT" for e in entries)
 
-    await eventually(accrued)
+    await eventually(credited)
     return cashback
 
 
