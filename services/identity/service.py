@@ -39,6 +39,8 @@ from services.identity.repository import IdentityRepository
 log = logging.getLogger("cashback.identity")
 
 DEV_OUTBOX_LIMIT = 100
+
+
 def source_key(target_key: str, client_address: str) -> str:
     """The code-target row of one client address's tries at a number (fits the 64-character key)."""
     return f"{target_key}@{(client_address or 'unknown')[:45]}"

@@ -1,7 +1,8 @@
 """The hardening suite (issue 16): what an attacker or a careless client tries, each refused with a
 clear answer and nothing lost, driven through the gateway against the stack as processes.
 
-The shared stack (`stack`, `http`) is the one of tests/e2e. Tests about client addresses run their
+`stack` is the stack of tests/e2e, started for this package and stopped after it (so that it holds
+no database connections while the rest of the suite runs). Tests about client addresses run their
 own stacks: one as deployed by default (no trusted proxy), one behind a proxy named in
 GATEWAY_TRUSTED_PROXIES (this test process, on 127.0.0.1, plays the proxy and says which client it
 forwards for in X-Forwarded-For)."""
@@ -17,12 +18,11 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 
-from tests.e2e.conftest import (  # noqa: F401 - fixtures shared with the e2e suite
+from tests.e2e.conftest import (  # noqa: F401 - `http` is the e2e suite's fixture, on this package's stack
     GENEROUS_LIMITS,
     RunningStack,
     direct_postback,
     http,
-    stack,
     start_private_stack,
 )
 
@@ -76,6 +76,17 @@ async def earn(client: httpx.AsyncClient, signed: dict, amount_kopecks: int = 1_
 
     await eventually(credited)
     return cashback
+
+
+@pytest.fixture(scope="package")
+async def stack(new_database, redis_url, tmp_path_factory) -> AsyncIterator[RunningStack]:
+    log_dir = str(tmp_path_factory.mktemp("security-logs"))
+    running, ports, _ = await start_private_stack(new_database, redis_url, log_dir, env=GENEROUS_LIMITS)
+    try:
+        yield RunningStack(running, f"http://127.0.0.1:{ports['gateway']}",
+                           f"http://127.0.0.1:{ports['billing']}", log_dir)
+    finally:
+        await running.stop()
 
 
 async def _address_stack(new_database, redis_url: str, log_dir: str,
