@@ -7,6 +7,9 @@ API (JSON):
   idempotent by `topup_id`: a replay returns the first answer and never credits twice.
 - `GET /v1/topups/{topup_id}` → the same body, or 404 when the top-up was never seen.
 - `GET /v1/accounts/{phone}` → `{phone, credited_kopecks}`.
+- `GET /v1/subscribers/{phone}` → `{phone, subscriber: true}` when the number is the operator's now,
+  404 otherwise. By default the operator's are the numbers in its ranges (`BILLING_OPERATOR`, MTS);
+  number portability moves numbers in and out: `POST /control/subscribers {phone, subscriber}`.
 - `POST /control {mode, delay_seconds?}` switches behaviour for the next top-ups (tests and demos):
   `ok` applies; `refuse` refuses; `timeout` sleeps `delay_seconds` (default 5) before applying, longer
   than the client's deadline, so the client never hears the answer; `fail_after_apply` applies and
@@ -31,9 +34,11 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Literal
 
+import phonenumbers
 import uvicorn
 from fastapi import FastAPI, HTTPException
 from fastapi.responses import JSONResponse
+from phonenumbers import carrier
 from pydantic import BaseModel, Field
 
 Mode = Literal["ok", "refuse", "timeout", "fail_after_apply", "hang", "apply_then_hang"]
@@ -49,6 +54,12 @@ class TopupRequest(BaseModel):
 class ControlRequest(BaseModel):
     mode: Mode
     delay_seconds: float = Field(default=5.0, ge=0)
+
+
+class PortingRequest(BaseModel):
+    phone: str = Field(min_length=1, max_length=32)
+    # True: ported in to the operator; False: ported out.
+    subscriber: bool
 
 
 class ReleaseRequest(BaseModel):
@@ -74,13 +85,23 @@ class BillingState:
     accounts: dict[str, int] = field(default_factory=dict)
     applied_count: int = 0
     held: list[Held] = field(default_factory=list)
+    # The operator whose numbers are subscribers by range; `ported` overrides the ranges per number.
+    operator: str = "MTS"
+    ported: dict[str, bool] = field(default_factory=dict)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     # Work of held requests runs as tasks of its own, so that a client going away cannot cancel it.
     tasks: set[asyncio.Task[object]] = field(default_factory=set)
 
 
+def in_operator_range(phone: str, operator: str) -> bool:
+    try:
+        return carrier.name_for_number(phonenumbers.parse(phone, "RU"), "en") == operator
+    except phonenumbers.NumberParseException:
+        return False
+
+
 def create_app(state: BillingState | None = None) -> FastAPI:
-    state = state or BillingState()
+    state = state or BillingState(operator=os.environ.get("BILLING_OPERATOR", "MTS"))
     app = FastAPI(title="Fake operator billing")
     app.state.billing = state
 
@@ -147,6 +168,17 @@ def create_app(state: BillingState | None = None) -> FastAPI:
     @app.get("/v1/accounts/{phone}")
     async def get_account(phone: str) -> dict[str, object]:
         return {"phone": phone, "credited_kopecks": state.accounts.get(phone, 0)}
+
+    @app.get("/v1/subscribers/{phone}")
+    async def get_subscriber(phone: str) -> dict[str, object]:
+        if not state.ported.get(phone, in_operator_range(phone, state.operator)):
+            raise HTTPException(status_code=404, detail="not a subscriber of the operator")
+        return {"phone": phone, "subscriber": True}
+
+    @app.post("/control/subscribers")
+    async def port(req: PortingRequest) -> dict[str, object]:
+        state.ported[req.phone] = req.subscriber
+        return {"phone": req.phone, "subscriber": req.subscriber}
 
     @app.post("/control")
     async def control(req: ControlRequest) -> dict[str, object]:

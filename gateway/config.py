@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 
-from services.common.config import cashback_env, env_float, env_int, env_str, redis_url, upstream_address
+from services.common.config import ConfigError, cashback_env, env_float, env_int, env_str, redis_url, upstream_address
 from services.common.credentials import hashed, keys_from_env
 
 # Dev-only client credentials (documented in the README; never accepted outside `env == "dev"`).
 DEV_STORE_KEYS = {"store-1": "dev-store-key"}
 DEV_USSD_KEYS = {"ussd-gateway": "dev-ussd-key"}
 DEV_SUPPORT_KEYS = {"support-dev": "dev-support-key"}
+
+Networks = tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+
+
+def parse_networks(name: str, raw: str) -> Networks:
+    """Comma-separated addresses or CIDR networks (`10.0.0.0/8, 127.0.0.1`)."""
+    try:
+        return tuple(ipaddress.ip_network(item.strip(), strict=False) for item in raw.split(",") if item.strip())
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be IP addresses or networks separated by commas, got {raw!r}") from exc
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -39,6 +51,9 @@ class Settings:
     rate_limit_per_user: int = 600
     rate_limit_per_address: int = 1200
     idempotency_ttl_seconds: int = 24 * 3600
+    # Proxies whose X-Forwarded-For is believed (addresses or networks); none by default: the client
+    # address is the connection's peer.
+    trusted_proxies: Networks = ()
     # Postbacks that arrive together go to tracking in one IngestPostbacks call of at most this
     # many, with at most this many calls in flight (1 and a high number: one call per postback).
     postback_batch_size: int = 200
@@ -63,6 +78,7 @@ class Settings:
             support_keys=keys_from_env("GATEWAY_SUPPORT_KEYS", DEV_SUPPORT_KEYS),
             rate_limit_per_user=env_int("GATEWAY_RATE_LIMIT_PER_USER", 600),
             rate_limit_per_address=env_int("GATEWAY_RATE_LIMIT_PER_ADDRESS", 1200),
+            trusted_proxies=parse_networks("GATEWAY_TRUSTED_PROXIES", env_str("GATEWAY_TRUSTED_PROXIES", "")),
             postback_batch_size=env_int("GATEWAY_POSTBACK_BATCH_SIZE", 200),
             postback_batches_in_flight=env_int("GATEWAY_POSTBACK_BATCHES_IN_FLIGHT", 2),
         )

@@ -3,6 +3,7 @@ gateway replica). Without Redis the limits are off; the services keep their own 
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import time
 
@@ -49,7 +50,38 @@ class RateLimiter:
 
 
 def client_address(request: Request) -> str:
-    return request.client.host if request.client else ""
+    """The client's address: the connection's peer, unless the peer is a proxy named in
+    GATEWAY_TRUSTED_PROXIES; then X-Forwarded-For is read from the right, past trusted proxies,
+    to the first address a trusted proxy vouches for. Anything else in the header is the client's
+    own say and is ignored."""
+    address = request.client.host if request.client else ""
+    trusted = request.app.state.settings.trusted_proxies
+    if not trusted or not _within(address, trusted):
+        return address
+    hops = [hop.strip() for value in request.headers.getlist("x-forwarded-for") for hop in value.split(",")]
+    for hop in reversed(hops):
+        if not _is_ip(hop):
+            break
+        address = hop
+        if not _within(hop, trusted):
+            break
+    return address
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _within(address: str, networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in network for network in networks)
 
 
 async def limit_by_address(request: Request) -> None:

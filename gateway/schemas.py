@@ -440,7 +440,8 @@ class CertificateRequest(Body):
 
 class Certificate(BaseModel):
     certificate_id: str
-    code: str = Field(description="Shown to the holder only.")
+    code: str | None = Field(description="A bearer secret: shown to the certificate's current holder only, null "
+                                         "otherwise (the transfer's answer, a replay after handing it over).")
     nominal_kopecks: Kopecks
     status: CertificateStatus | None  # type: ignore[valid-type]
     create_time: datetime | None
@@ -448,7 +449,7 @@ class Certificate(BaseModel):
 
     @classmethod
     def of(cls, c: redemption_pb2.Certificate) -> Certificate:
-        return cls(certificate_id=c.certificate_id, code=c.code, nominal_kopecks=c.nominal_kopecks,
+        return cls(certificate_id=c.certificate_id, code=c.code or None, nominal_kopecks=c.nominal_kopecks,
                    status=short(redemption_pb2.CertificateStatus.DESCRIPTOR, c.status, "CERTIFICATE_STATUS_"),
                    create_time=ts(c, "create_time"), redeem_time=ts(c, "redeem_time"))
 
@@ -456,6 +457,29 @@ class Certificate(BaseModel):
 class CertificatePage(BaseModel):
     certificates: list[Certificate]
     next_page_token: str = Field(description="Empty when there is nothing more.")
+
+
+CertificateEventKind = proto_enum("CertificateEventKind", redemption_pb2.CertificateEventKind.DESCRIPTOR,
+                                  "CERTIFICATE_EVENT_KIND_")
+
+
+class CertificateEvent(BaseModel):
+    kind: CertificateEventKind | None  # type: ignore[valid-type]
+    event_time: datetime | None
+    store_id: str | None = Field(description="REDEEMED: the store where it was applied.")
+
+
+class CertificateHistory(BaseModel):
+    certificate_id: str
+    events: list[CertificateEvent] = Field(description="Oldest first. Codes are never part of the history.")
+
+    @classmethod
+    def of(cls, certificate_id: str, events: Any) -> CertificateHistory:
+        return cls(certificate_id=certificate_id, events=[
+            CertificateEvent(kind=short(redemption_pb2.CertificateEventKind.DESCRIPTOR, e.kind,
+                                        "CERTIFICATE_EVENT_KIND_"),
+                             event_time=ts(e, "event_time"), store_id=e.store_id or None)
+            for e in events])
 
 
 class TransferCertificateRequest(Body):

@@ -57,7 +57,7 @@ class Upstreams:
     @classmethod
     def open(cls, settings: Settings) -> Upstreams:
         channels = {
-            name: open_channel(address, default_timeout=settings.rpc_deadline_seconds)
+            name: open_channel(address, default_timeout=settings.rpc_deadline_seconds, caller="gateway")
             for name, address in (("identity", settings.identity_address), ("tracking", settings.tracking_address),
                                   ("ledger", settings.ledger_address), ("redemption", settings.redemption_address))
         }

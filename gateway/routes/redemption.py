@@ -4,8 +4,10 @@ to redemption, which is idempotent by the same key."""
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from cashback.redemption.v1 import redemption_pb2
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import JSONResponse
 
 from gateway.auth import UserId
@@ -15,6 +17,7 @@ from gateway.limits import limit_by_address
 from gateway.routes.common import IdempotencyKey, PageSize, PageToken, Rpc
 from gateway.schemas import (
     Certificate,
+    CertificateHistory,
     CertificatePage,
     CertificateRequest,
     MobilePayment,
@@ -25,6 +28,8 @@ from gateway.schemas import (
 
 router = APIRouter(prefix="/v1/me", tags=["redemption"], dependencies=[Depends(limit_by_address)],
                    responses=responses(401, 429, 503, 504))
+
+CertificateId = Annotated[str, Path(max_length=64)]
 
 _MONEY_RESPONSES = {
     200: {"description": "A replay of an earlier request with the same Idempotency-Key"},
@@ -70,8 +75,10 @@ async def order_certificate(body: CertificateRequest, request: Request, user_id:
         return JSONResponse(Certificate.of(r.certificate).model_dump(mode="json"),
                             status_code=200 if r.already_existed else 201)
 
+    # The answer holds the code, a bearer secret: never kept by the gateway (a replay asks again).
     return await request.app.state.idempotency.run(
-        f"user:{user_id}", idempotency_key, fingerprint("POST", request.url.path, body.model_dump()), call)
+        f"user:{user_id}", idempotency_key, fingerprint("POST", request.url.path, body.model_dump()), call,
+        keep_body=False)
 
 
 @router.get("/certificates", response_model=CertificatePage, summary="Certificates I hold, newest first",
@@ -85,9 +92,19 @@ async def list_certificates(user_id: UserId, rpc: Rpc, page_size: PageSize = 0,
 
 
 @router.post("/certificates/{certificate_id}/transfer", response_model=Certificate,
-             summary="Hand a certificate to another phone number", responses=responses(400, 404, 422))
-async def transfer_certificate(certificate_id: str, body: TransferCertificateRequest, user_id: UserId,
+             summary="Hand a certificate to another phone number: the recipient gets a new code, the old one "
+                     "stops working; the answer has no code", responses=responses(400, 404, 422))
+async def transfer_certificate(certificate_id: CertificateId, body: TransferCertificateRequest, user_id: UserId,
                                rpc: Rpc) -> Certificate:
     r = await rpc.redemption.TransferCertificate(redemption_pb2.TransferCertificateRequest(
         user_id=user_id, certificate_id=certificate_id, to_phone=body.to_phone), timeout=rpc.timeout)
     return Certificate.of(r.certificate)
+
+
+@router.get("/certificates/{certificate_id}/history", response_model=CertificateHistory,
+            summary="What happened to a certificate I hold: issued, handed over, redeemed",
+            responses=responses(400, 404))
+async def certificate_history(certificate_id: CertificateId, user_id: UserId, rpc: Rpc) -> CertificateHistory:
+    r = await rpc.redemption.GetCertificateHistory(redemption_pb2.GetCertificateHistoryRequest(
+        user_id=user_id, certificate_id=certificate_id), timeout=rpc.timeout)
+    return CertificateHistory.of(certificate_id, r.events)

@@ -55,6 +55,27 @@ def cashback_env() -> str:
     return env_str("CASHBACK_ENV", "prod")
 
 
+def require_outside_dev(env: str, name: str, value: str, dev_value: str = "") -> None:
+    """Outside dev, `name` must be configured, and not to its dev value: a half-configured production
+    process stops at start, naming the variable, instead of running on a dev default."""
+    if env != "dev" and (not value or value == dev_value):
+        state = "is the dev value" if value else "is not set"
+        raise ConfigError(f"{name} {state}; it must be configured when CASHBACK_ENV={env!r} (not dev)")
+
+
+def check_no_dev_override() -> None:
+    """A per-service `<SERVICE>_ENV` cannot switch dev behaviour on (dev secrets, the dev sink) while
+    the platform runs in production."""
+    env = cashback_env()
+    if env == "dev":
+        return
+    for service in (*DEFAULT_PORTS, "gateway"):
+        name = f"{service.upper()}_ENV"
+        if os.environ.get(name, "").strip().lower() == "dev":
+            raise ConfigError(f"{name}=dev is refused while CASHBACK_ENV={env!r}: dev behaviour is for the whole "
+                              "platform or none of it")
+
+
 def database_url(service: str) -> str:
     """`<SERVICE>_DATABASE_URL`, or a SQLite file under var/ (the embedded default)."""
     url = os.environ.get(f"{service.upper()}_DATABASE_URL")

@@ -4,10 +4,16 @@ a configured list is `<id>:<sha256 hex>` pairs separated by commas (remove an en
 Used by the gateway for its clients' API keys and by every gRPC service for service credentials
 (DESIGN §3: internal systems — and our own services — call a service directly with a service
 credential). A gRPC caller sends `authorization: Bearer <token>`; a service accepts the tokens
-listed in `CASHBACK_SERVICE_CREDENTIALS`; a process sends its own `CASHBACK_SERVICE_TOKEN`. In dev
-(`CASHBACK_ENV=dev`) both default to one dev credential (caller `dev`, token `dev-service-token`);
-outside dev a service without credentials refuses to start. The standard health check and
+listed in `CASHBACK_SERVICE_CREDENTIALS`; a process sends its own `CASHBACK_SERVICE_TOKEN`.
+Outside dev a service without credentials refuses to start. The standard health check and
 reflection need none (load balancers and grpcurl probe them).
+
+A credential names its caller, and each service lets a caller call only the methods it needs
+(`PERMISSIONS`): the billing system reports service activations and nothing else, so its token
+cannot move points; everything else is PERMISSION_DENIED. In dev (`CASHBACK_ENV=dev`) every caller
+has its own token (`dev-<caller>-token`, each process presents its own), so the rules are exercised
+by every test; the dev operator credential (caller `dev`, token `dev-service-token`, for tests and
+`buf curl`) may call anything, in dev only.
 """
 
 from __future__ import annotations
@@ -22,6 +28,42 @@ from services.common.config import ConfigError, cashback_env
 
 DEV_SERVICE_CALLER = "dev"
 DEV_SERVICE_TOKEN = "dev-service-token"
+# Who calls our services: our own processes, and the operator's billing system.
+CALLERS = ("gateway", "identity", "tracking", "ledger", "redemption", "billing")
+
+# Per service (Runtime.name), per caller: the RPCs it may call. A caller not listed calls nothing.
+# A new RPC that a caller needs is added here in the same change.
+PERMISSIONS: dict[str, dict[str, frozenset[str]]] = {
+    "identity": {
+        "gateway": frozenset({
+            "StartPhoneChallenge", "VerifyPhoneChallenge", "SignInWithOperator", "RefreshTokens", "Logout",
+            "ListSigningKeys", "GetUser", "UpdateSpendingGoal", "DisableUser", "EnableUser", "StartEmailChallenge",
+            "VerifyEmailChallenge", "ListNotifications", "ListDevOutbox"}),
+        "tracking": frozenset({"GetUser", "GetReferrer", "SendNotification"}),
+        "redemption": frozenset({"GetUser", "GetUserByPhone", "SendNotification"}),
+    },
+    "tracking": {
+        "gateway": frozenset({
+            "ListCategories", "ListPartners", "GetPartner", "QuoteCashback", "RecordClick", "IngestPostback",
+            "IngestPostbacks", "ListPurchases", "GetPurchase", "GetPendingCashback", "FileClaim", "ListClaims",
+            "ApproveClaim", "RejectClaim"}),
+        "billing": frozenset({"ReportServiceActivation"}),
+    },
+    "ledger": {
+        "gateway": frozenset({"GetBalance", "ListStatement"}),
+        # Crediting cashback and taking it back (reversals).
+        "tracking": frozenset({"CreateTransfer", "CreateTransfers"}),
+        # Holds and their settlement, certificates, the USSD balance.
+        "redemption": frozenset({"CreateTransfer", "PostPendingTransfer", "VoidPendingTransfer", "GetTransfer",
+                                 "GetBalance"}),
+    },
+    "redemption": {
+        "gateway": frozenset({
+            "CreateMobilePayment", "ListMobilePayments", "GetMobilePayment", "OrderCertificate", "ListCertificates",
+            "TransferCertificate", "GetCertificateHistory", "RedeemCertificate", "AnswerUssd"}),
+        "tracking": frozenset({"SweepCredit"}),
+    },
+}
 AUTHORIZATION_KEY = "authorization"
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -68,19 +110,31 @@ def match_key(presented: str | None, keys: tuple[tuple[str, str], ...]) -> str |
     return found
 
 
-class ServiceCredentials:
-    """The service credentials a gRPC service accepts."""
+def dev_token(caller: str) -> str:
+    return f"dev-{caller}-token"
 
-    def __init__(self, keys: tuple[tuple[str, str], ...]) -> None:
+
+class ServiceCredentials:
+    """The service credentials a gRPC service accepts, and what each caller may call."""
+
+    def __init__(self, keys: tuple[tuple[str, str], ...], *, dev: bool = False) -> None:
         self._keys = keys
+        self._dev = dev
 
     @classmethod
     def from_env(cls) -> ServiceCredentials:
-        keys = keys_from_env("CASHBACK_SERVICE_CREDENTIALS", {DEV_SERVICE_CALLER: DEV_SERVICE_TOKEN})
+        dev_keys = {DEV_SERVICE_CALLER: DEV_SERVICE_TOKEN, **{caller: dev_token(caller) for caller in CALLERS}}
+        keys = keys_from_env("CASHBACK_SERVICE_CREDENTIALS", dev_keys)
         if not keys:
             raise ConfigError("CASHBACK_SERVICE_CREDENTIALS is required outside dev: '<caller>:<sha256 hex of its "
                               "token>' pairs (echo -n TOKEN | sha256sum)")
-        return cls(keys)
+        return cls(keys, dev=cashback_env() == "dev")
+
+    def permits(self, caller: str, service: str, method: str) -> bool:
+        """May `caller` call `method` (`/pkg.Service/Method`) of our service `service` (`ledger`)?"""
+        if caller == DEV_SERVICE_CALLER and self._dev:
+            return True
+        return method.rpartition("/")[2] in PERMISSIONS.get(service, {}).get(caller, frozenset())
 
     def caller(self, authorization: str | bytes | None) -> str | None:
         """Who presents `authorization` (`Bearer <token>`), or None."""
@@ -92,6 +146,13 @@ class ServiceCredentials:
         return match_key(token.strip(), self._keys)
 
 
-def service_token() -> str:
-    """This process's own service token (`CASHBACK_SERVICE_TOKEN`; the dev one in dev)."""
-    return os.environ.get("CASHBACK_SERVICE_TOKEN") or (DEV_SERVICE_TOKEN if cashback_env() == "dev" else "")
+def service_token(caller: str | None = None) -> str:
+    """This process's own service token: `CASHBACK_SERVICE_TOKEN`; in dev, `caller`'s dev token (the
+    dev operator's when no caller is named: tests and tools)."""
+    configured = os.environ.get("CASHBACK_SERVICE_TOKEN")
+    if configured:
+        return configured
+    if cashback_env() != "dev":
+        raise ConfigError("CASHBACK_SERVICE_TOKEN is not set; a process calling our services must present its "
+                          "own service token outside dev")
+    return dev_token(caller) if caller else DEV_SERVICE_TOKEN

@@ -42,12 +42,12 @@ class _CallDefaults(grpc.aio.UnaryUnaryClientInterceptor):
 
 
 def open_channel(address: str, *, default_timeout: float = DEFAULT_DEADLINE_SECONDS,
-                 token: str | None = None) -> grpc.aio.Channel:
-    """A channel to one of our services; its calls present `token` (default: this process's own
-    service token, `services.common.credentials.service_token`)."""
+                 token: str | None = None, caller: str | None = None) -> grpc.aio.Channel:
+    """A channel to one of our services; its calls present `token` (default: the service token of
+    this process, `caller`: `services.common.credentials.service_token`)."""
     return grpc.aio.insecure_channel(
         address,
-        interceptors=[_CallDefaults(default_timeout, service_token() if token is None else token)],
+        interceptors=[_CallDefaults(default_timeout, service_token(caller) if token is None else token)],
         options=[("grpc.keepalive_time_ms", 30_000), ("grpc.enable_retries", 1)],
     )
 

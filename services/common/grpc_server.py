@@ -20,7 +20,7 @@ from grpc_reflection.v1alpha import reflection
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 
-from services.common.config import ConfigError
+from services.common.config import ConfigError, check_no_dev_override
 from services.common.credentials import AUTHORIZATION_KEY, ServiceCredentials
 from services.common.errors import DomainError, ErrorKind
 from services.common.logs import request_id_var
@@ -83,8 +83,9 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
     Our services' RPCs are all unary; a streaming one would be refused rather than let through
     unchecked."""
 
-    def __init__(self, domain: str, credentials: ServiceCredentials) -> None:
-        self._domain = domain
+    def __init__(self, service: str, credentials: ServiceCredentials) -> None:
+        self._service = service
+        self._domain = f"cashback.{service}"
         self._credentials = credentials
 
     async def intercept_service(
@@ -101,6 +102,8 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
         if caller is None or handler.unary_unary is None:
             return self._refusal(method, "a service credential is required (authorization: Bearer <token>)"
                                  if caller is None else "streaming calls are not served")
+        if not self._credentials.permits(caller, self._service, method):
+            return self._refusal(method, f"caller {caller} may not call {method}", denied=True)
         inner = handler.unary_unary
         domain = self._domain
         request_id = metadata.get(REQUEST_ID_KEY, "-")
@@ -125,10 +128,11 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
             response_serializer=handler.response_serializer,
         )
 
-    def _refusal(self, method: str, message: str) -> grpc.RpcMethodHandler:
+    def _refusal(self, method: str, message: str, *, denied: bool = False) -> grpc.RpcMethodHandler:
         log.warning("%s refused: %s", method, message)
-        code = grpc.StatusCode.UNAUTHENTICATED
-        trailer = status_trailer(code, message, "SERVICE_CREDENTIAL_INVALID", self._domain, {})
+        code, reason = ((grpc.StatusCode.PERMISSION_DENIED, "SERVICE_METHOD_NOT_PERMITTED") if denied
+                        else (grpc.StatusCode.UNAUTHENTICATED, "SERVICE_CREDENTIAL_INVALID"))
+        trailer = status_trailer(code, message, reason, self._domain, {})
 
         async def refuse(request: Any, context: grpc.aio.ServicerContext) -> Any:
             await context.abort(code, message, trailing_metadata=trailer)
@@ -186,7 +190,7 @@ async def start(runtime: Runtime, *, host: str = "127.0.0.1", port: int = 0,
                 credentials: ServiceCredentials | None = None) -> RunningService:
     """`credentials`: whom the service takes calls from (default: from the environment)."""
     credentials = credentials or ServiceCredentials.from_env()  # outside dev, refuses to start without any
-    server = grpc.aio.server(interceptors=[CallInterceptor(f"cashback.{runtime.name}", credentials)])
+    server = grpc.aio.server(interceptors=[CallInterceptor(runtime.name, credentials)])
     runtime.register(server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -207,8 +211,10 @@ async def start(runtime: Runtime, *, host: str = "127.0.0.1", port: int = 0,
 
 async def serve(build: Coroutine[Any, Any, Runtime], *, host: str, port: int, grace: float = 10.0) -> None:
     """Builds the runtime (its migrations, connections), runs it until SIGTERM or SIGINT, then
-    shuts down gracefully. A missing service credential stops it before anything is built."""
+    shuts down gracefully. A missing service credential, or a per-service variable switching dev
+    behaviour on in production, stops it before anything is built."""
     try:
+        check_no_dev_override()
         credentials = ServiceCredentials.from_env()
     except ConfigError:
         build.close()

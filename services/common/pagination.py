@@ -5,13 +5,17 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Protocol, TypeVar
 
 from services.common.errors import PageTokenInvalid
 
 DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100
+# A page token comes back from anyone: whatever it holds must fit the database's integers (an
+# offset past this is no page we ever issued) and its ids our id columns.
+MAX_OFFSET = 2**31 - 1
+MAX_ID_LENGTH = 64
 
 
 def page_size(requested: int) -> int:
@@ -26,13 +30,21 @@ def encode_cursor(at: datetime, row_id: str) -> str:
 
 
 def decode_cursor(token: str) -> tuple[datetime, str] | None:
+    """The (time, id) a page token carries; PAGE_TOKEN_INVALID for anything this service did not
+    issue: not base64, not JSON, wrong types, a time without a zone, an id longer than ours."""
     if not token:
         return None
     try:
         padded = token + "=" * (-len(token) % 4)
         data = json.loads(base64.urlsafe_b64decode(padded.encode()))
-        return datetime.fromisoformat(data["t"]), str(data["i"])
-    except (ValueError, KeyError, TypeError) as exc:
+        at, row_id = data["t"], data["i"]
+        if not isinstance(at, str) or not isinstance(row_id, str | int) or isinstance(row_id, bool):
+            raise TypeError("wrong types")
+        moment = datetime.fromisoformat(at)
+        if moment.tzinfo is None or len(str(row_id)) > MAX_ID_LENGTH:
+            raise ValueError("not a cursor of ours")
+        return moment.astimezone(UTC), str(row_id)
+    except (ValueError, KeyError, TypeError, IndexError, OverflowError, RecursionError) as exc:
         raise PageTokenInvalid("page_token is not one this service issued") from exc
 
 
@@ -65,6 +77,6 @@ def decode_offset(token: str) -> int:
         value = int(cursor[1])
     except ValueError as exc:
         raise PageTokenInvalid("page_token is not one this service issued") from exc
-    if value < 0:
+    if not 0 <= value <= MAX_OFFSET:
         raise PageTokenInvalid("page_token is not one this service issued")
     return value

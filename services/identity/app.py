@@ -8,12 +8,13 @@ import logging
 from cashback.identity.v1 import identity_pb2, identity_pb2_grpc
 
 from services.common.clock import Clock, SystemClock
+from services.common.config import require_outside_dev
 from services.common.db import Database
 from services.common.grpc_server import Runtime
 from services.common.migrate import upgrade_async
 from services.common.outbox import OutboxRelay
 from services.common.redis_store import WindowCounters, connect_redis
-from services.identity.config import DEV_CODE_PEPPER, Settings
+from services.identity.config import DEV_CODE_PEPPER, DEV_OPERATOR_SSO_PUBLIC_KEY_PEM, Settings
 from services.identity.delivery import (
     EMAIL_TOPIC,
     SMS_TOPIC,
@@ -34,8 +35,10 @@ log = logging.getLogger("cashback.identity")
 
 async def build_runtime(settings: Settings, clock: Clock | None = None) -> Runtime:
     clock = clock or SystemClock()
-    if not settings.is_dev and settings.code_pepper == DEV_CODE_PEPPER:
-        log.warning("IDENTITY_CODE_PEPPER is the dev default: set a secret pepper outside dev")
+    require_outside_dev(settings.env, "IDENTITY_CODE_PEPPER", settings.code_pepper, DEV_CODE_PEPPER)
+    require_outside_dev(settings.env, "IDENTITY_OPERATOR_SSO_PUBLIC_KEY_PEM", settings.sso_public_key_pem,
+                        DEV_OPERATOR_SSO_PUBLIC_KEY_PEM)
+    require_outside_dev(settings.env, "IDENTITY_SMS_URL", settings.sms_url)
     await upgrade_async("identity", settings.database_url)
     db = Database(settings.database_url)
     redis = await connect_redis(settings.redis_url)

@@ -38,9 +38,14 @@ class Settings:
     resend_cooldown_seconds: int = 60
     max_code_attempts: int = 5
     code_pepper: str = DEV_CODE_PEPPER
-    # Wrong codes for one phone (across its codes) before the phone is locked, and for how long.
+    # Wrong codes for one phone from one client address (across its codes) before that address is
+    # locked out of the phone, and for how long. The phone itself is never locked by wrong codes.
     phone_max_failures: int = 10
     phone_lock_seconds: int = 3600
+    # Wrong codes for one phone from every address; past the budget, each code of the phone gets one
+    # try only, for the window (0 = no budget).
+    phone_guess_budget: int = 20
+    phone_guess_window_seconds: int = 86400
     # Abuse limits (codes sent); 0 switches a limit off.
     phone_codes_per_hour: int = 5
     phone_codes_per_day: int = 10
@@ -114,6 +119,8 @@ class Settings:
             code_pepper=s("CODE_PEPPER", d.code_pepper),
             phone_max_failures=i("PHONE_MAX_FAILURES", d.phone_max_failures),
             phone_lock_seconds=i("PHONE_LOCK_SECONDS", d.phone_lock_seconds),
+            phone_guess_budget=i("PHONE_GUESS_BUDGET", d.phone_guess_budget),
+            phone_guess_window_seconds=i("PHONE_GUESS_WINDOW_SECONDS", d.phone_guess_window_seconds),
             phone_codes_per_hour=i("PHONE_CODES_PER_HOUR", d.phone_codes_per_hour),
             phone_codes_per_day=i("PHONE_CODES_PER_DAY", d.phone_codes_per_day),
             address_codes_per_hour=i("ADDRESS_CODES_PER_HOUR", d.address_codes_per_hour),

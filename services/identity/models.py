@@ -32,7 +32,12 @@ class User(Base):
 class CodeTarget(Base):
     """Per phone ("phone:+7...") or per user's e-mail ("email:<user_id>"): when the last code was
     sent (resend cooldown), wrong codes across all its codes, and a lock after too many. Locked
-    FOR UPDATE by every start and verify, which serialises them per target."""
+    FOR UPDATE by every start and verify, which serialises them per target.
+
+    A phone's wrong codes are also counted per source ("phone:+7...@<client address>"): a source that
+    guesses too often is locked out of that number (`locked_until` of its row), never the number
+    itself; the number's own row counts every source's wrong codes against the guess budget, and
+    past it every code of the number gets one try only until `strict_until`."""
 
     __tablename__ = "code_targets"
 
@@ -40,6 +45,7 @@ class CodeTarget(Base):
     last_sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     failures: Mapped[int] = mapped_column(Integer, default=0)
     locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    strict_until: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
 
 class Challenge(Base):

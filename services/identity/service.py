@@ -39,6 +39,13 @@ from services.identity.repository import IdentityRepository
 log = logging.getLogger("cashback.identity")
 
 DEV_OUTBOX_LIMIT = 100
+
+
+def source_key(target_key: str, client_address: str) -> str:
+    """The code-target row of one client address's tries at a number (fits the 64-character key)."""
+    return f"{target_key}@{(client_address or 'unknown')[:45]}"
+
+
 # Beyond the replicas' key refresh interval: clock skew and in-flight requests.
 KEY_GRACE_SECONDS = 60
 
@@ -179,14 +186,16 @@ class Identity:
             (Limit("sms-minute", s.sms_per_minute, 60), "all"),
         ])
 
-    async def verify_phone_challenge(self, challenge_id: str, code: str, referral_code: str) -> SignIn:
+    async def verify_phone_challenge(self, challenge_id: str, code: str, referral_code: str,
+                                     client_address: str = "") -> SignIn:
         now = self._clock.now()
         key = await self._key()
         failure: DomainError | None = None
         async with self._db.transaction() as session:
             repo = IdentityRepository(session)
             challenge, target = await self._lock_challenge(repo, challenge_id, Purpose.PHONE, None)
-            failure = self._try_code(target, challenge, code, now)
+            source = await repo.lock_target(source_key(target.key, client_address))
+            failure = self._try_code(target, challenge, code, now, source=source)
             if failure is None:
                 user = await repo.user_by_phone(challenge.destination)
                 created = user is None
@@ -196,10 +205,9 @@ class Identity:
                 else:
                     await self._referral_at_sign_in(repo, referral_code, user)
                 challenge.consumed_at = now
-                target.failures = 0
+                target.failures = source.failures = 0
                 issued = self._issue_tokens(repo, key, user.id, now)
         if failure is not None:
-            self._remember_lock(target, now)
             raise failure
         if created:
             log.info("user %s signed up (referred: %s)", user.id, bool(user.referrer_user_id))
@@ -484,12 +492,18 @@ class Identity:
         assert locked is not None
         return locked, target
 
-    def _try_code(self, target: CodeTarget, challenge: Challenge, code: str, now: datetime) -> DomainError | None:
-        """None when the code is right; otherwise the error, with the wrong try counted."""
+    def _try_code(self, target: CodeTarget, challenge: Challenge, code: str, now: datetime, *,
+                  source: CodeTarget | None = None) -> DomainError | None:
+        """None when the code is right; otherwise the error, with the wrong try counted.
+
+        `source`: the phone's wrong codes from this client address. Too many lock that source out
+        of the number, not the number; every source's wrong codes also count against the number's
+        guess budget, past which each of its codes gets one try only (see docs/identity.md)."""
         s = self._s
-        if target.locked_until is not None and now < target.locked_until:
+        lockable = source or target
+        if lockable.locked_until is not None and now < lockable.locked_until:
             return domain.CodeLocked("too many wrong codes: try again later",
-                                     retry_after_seconds=domain.seconds_until(target.locked_until, now))
+                                     retry_after_seconds=domain.seconds_until(lockable.locked_until, now))
         try:
             domain.check_challenge(
                 domain.ChallengeState(challenge.expires_at, challenge.attempts, challenge.consumed_at is not None),
@@ -505,13 +519,30 @@ class Identity:
         if domain.code_matches(s.code_pepper, challenge.id, code or "", challenge.code_hash):
             return None
         challenge.attempts += 1
-        target.failures += 1
-        if s.phone_max_failures > 0 and target.failures >= s.phone_max_failures:
-            target.locked_until = now + timedelta(seconds=s.phone_lock_seconds)
-            target.failures = 0
-            log.warning("code target locked for %d s after repeated wrong codes", s.phone_lock_seconds)
+        lockable.failures += 1
+        if s.phone_max_failures > 0 and lockable.failures >= s.phone_max_failures:
+            lockable.locked_until = now + timedelta(seconds=s.phone_lock_seconds)
+            lockable.failures = 0
+            log.warning("code %s locked for %d s after repeated wrong codes", "source" if source else "target",
+                        s.phone_lock_seconds)
+        if source is not None:
+            self._spend_guess(target, challenge, now)
         return domain.CodeInvalid("the code is wrong or was already used",
                                   attempts_left=str(max(0, s.max_code_attempts - challenge.attempts)))
+
+    def _spend_guess(self, target: CodeTarget, challenge: Challenge, now: datetime) -> None:
+        """Counts a wrong code against the number's guess budget (all sources). Past it, and until
+        `strict_until`, a wrong try ends the code: guessing goes at the pace of the SMS limits, while
+        the owner, who types the right code, still signs in."""
+        s = self._s
+        if target.strict_until is not None and now >= target.strict_until:
+            target.strict_until, target.failures = None, 0
+        target.failures += 1
+        if s.phone_guess_budget > 0 and target.failures >= s.phone_guess_budget and target.strict_until is None:
+            target.strict_until = now + timedelta(seconds=s.phone_guess_window_seconds)
+            log.warning("guess budget of a number spent: one try per code for %d s", s.phone_guess_window_seconds)
+        if target.strict_until is not None and now < target.strict_until:
+            challenge.attempts = max(challenge.attempts, s.max_code_attempts)
 
     # --- notifications --------------------------------------------------------------------
 

@@ -63,7 +63,7 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
     async def VerifyPhoneChallenge(self, request: identity_pb2.VerifyPhoneChallengeRequest,
                                    context: grpc.aio.ServicerContext) -> identity_pb2.VerifyPhoneChallengeResponse:
         result = await self._identity.verify_phone_challenge(request.challenge_id, request.code,
-                                                             request.referral_code)
+                                                             request.referral_code, request.client_address)
         return identity_pb2.VerifyPhoneChallengeResponse(**_sign_in(result))
 
     async def SignInWithOperator(self, request: identity_pb2.SignInWithOperatorRequest,

@@ -8,13 +8,14 @@ from datetime import timedelta
 from cashback.redemption.v1 import redemption_pb2, redemption_pb2_grpc
 
 from services.common.clock import Clock, SystemClock
+from services.common.config import require_outside_dev
 from services.common.db import Database
 from services.common.grpc_client import open_channel
 from services.common.grpc_server import Runtime
 from services.common.migrate import upgrade_async
 from services.common.outbox import OutboxRelay
 from services.redemption.billing import HttpBilling
-from services.redemption.config import Settings
+from services.redemption.config import DEV_BILLING_URL, Settings
 from services.redemption.models import OutboxMessage
 from services.redemption.service import NOTIFICATION_TOPIC, Redemption
 from services.redemption.servicer import RedemptionServicer
@@ -25,10 +26,11 @@ SERVICE_NAME = redemption_pb2.DESCRIPTOR.services_by_name["RedemptionService"].f
 
 async def build_runtime(settings: Settings, clock: Clock | None = None) -> Runtime:
     clock = clock or SystemClock()
+    require_outside_dev(settings.env, "REDEMPTION_BILLING_URL", settings.billing_url, DEV_BILLING_URL)
     await upgrade_async("redemption", settings.database_url)
     db = Database(settings.database_url)
-    identity_channel = open_channel(settings.identity_address)
-    ledger_channel = open_channel(settings.ledger_address)
+    identity_channel = open_channel(settings.identity_address, caller="redemption")
+    ledger_channel = open_channel(settings.ledger_address, caller="redemption")
     billing = HttpBilling(settings.billing_url, settings.billing_timeout_seconds)
     relay_holder: list[OutboxRelay] = []
     redemption = Redemption(

@@ -1,4 +1,5 @@
-"""The operator's billing, behind a small interface: top up a phone account, ask about a top-up.
+"""The operator's billing, behind a small interface: is a number the operator's subscriber now
+(numbers move between operators: only billing knows), top up a phone account, ask about a top-up.
 
 Billing is idempotent by `topup_id` (we send the payment id), so a top-up may be sent again
 safely. Every answer that is not a clear "applied" or "refused" (timeout, connection error, 5xx)
@@ -10,8 +11,11 @@ import enum
 import logging
 from dataclasses import dataclass
 from typing import Protocol
+from urllib.parse import quote
 
 import httpx
+
+from services.common.errors import Unavailable
 
 log = logging.getLogger("cashback.redemption.billing")
 
@@ -31,7 +35,15 @@ class TopupAnswer:
     reason: str = ""
 
 
+class BillingUnavailable(Unavailable):
+    """Billing did not say whether the number is the operator's."""
+
+    reason = "BILLING_UNAVAILABLE"
+
+
 class Billing(Protocol):
+    async def is_subscriber(self, phone: str) -> bool: ...
+
     async def top_up(self, topup_id: str, phone: str, amount_kopecks: int) -> TopupAnswer: ...
 
     async def status(self, topup_id: str) -> TopupAnswer: ...
@@ -52,6 +64,20 @@ def _answer(body: object) -> TopupAnswer:
 class HttpBilling:
     def __init__(self, base_url: str, timeout_seconds: float) -> None:
         self._client = httpx.AsyncClient(base_url=base_url.rstrip("/"), timeout=httpx.Timeout(timeout_seconds))
+
+    async def is_subscriber(self, phone: str) -> bool:
+        """Whether billing serves this number now (ported in: yes; ported out: no)."""
+        try:
+            response = await self._client.get(f"/v1/subscribers/{quote(phone, safe='')}")
+        except httpx.HTTPError as exc:
+            raise BillingUnavailable("billing did not answer; try again later") from exc
+        if response.status_code == 404:
+            return False
+        body = _json(response)
+        if response.status_code != 200 or not isinstance(body, dict) or not isinstance(body.get("subscriber"), bool):
+            log.warning("billing subscriber lookup: HTTP %d", response.status_code)
+            raise BillingUnavailable("billing did not answer clearly; try again later")
+        return body["subscriber"]
 
     async def top_up(self, topup_id: str, phone: str, amount_kopecks: int) -> TopupAnswer:
         try:

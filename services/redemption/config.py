@@ -12,6 +12,8 @@ from services.common.config import (
     upstream_address,
 )
 
+DEV_BILLING_URL = "http://127.0.0.1:8090"
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -21,8 +23,8 @@ class Settings:
     env: str = "prod"
     identity_address: str = "127.0.0.1:50051"
     ledger_address: str = "127.0.0.1:50053"
-    # The operator's billing (in dev and tests: `python -m fakes.billing`).
-    billing_url: str = "http://127.0.0.1:8090"
+    # The operator's billing (in dev and tests: `python -m fakes.billing`, the default address).
+    billing_url: str = DEV_BILLING_URL
     # Deadline of one billing call; past it the payment stays PROCESSING and is settled later.
     billing_timeout_seconds: float = 5.0
     # How often the reconciler looks for payments and certificates left unfinished.
@@ -41,10 +43,10 @@ class Settings:
             database_url=database_url("redemption"),
             host=env_str("REDEMPTION_HOST", "127.0.0.1"),
             port=listen_port("redemption"),
-            env=env_str("REDEMPTION_ENV", cashback_env()),
+            env=env_str("REDEMPTION_ENV", cashback_env()),  # "dev" only with CASHBACK_ENV=dev (serve checks)
             identity_address=env_str("REDEMPTION_IDENTITY_ADDRESS", upstream_address("identity")),
             ledger_address=env_str("REDEMPTION_LEDGER_ADDRESS", upstream_address("ledger")),
-            billing_url=env_str("REDEMPTION_BILLING_URL", "http://127.0.0.1:8090"),
+            billing_url=env_str("REDEMPTION_BILLING_URL", DEV_BILLING_URL),
             billing_timeout_seconds=env_float("REDEMPTION_BILLING_TIMEOUT_SECONDS", 5.0),
             reconcile_interval_seconds=env_float("REDEMPTION_RECONCILE_INTERVAL_SECONDS", 5.0),
             claim_lease_seconds=env_float("REDEMPTION_CLAIM_LEASE_SECONDS", 30.0),

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import enum
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 from services.common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 
@@ -108,6 +110,13 @@ class RecipientIsHolder(InvalidArgument):
     reason = "RECIPIENT_IS_HOLDER"
 
 
+class PhoneNotOperator(FailedPrecondition):
+    """Points pay the operator's own services only; other operators' subscribers spend them on
+    certificates."""
+
+    reason = "PHONE_NOT_OPERATOR"
+
+
 # --- requests ---------------------------------------------------------------------------------
 
 def check_user_and_key(user_id: str, idempotency_key: str) -> None:
@@ -174,6 +183,34 @@ def normalize_code(raw: str) -> str:
     if len(code) != CODE_LENGTH or any(ch not in _VALUE for ch in code) or _check_symbol(code[:-1]) != code[-1]:
         raise CertificateCodeMalformed("this is not a valid certificate code; check it for typos")
     return code
+
+
+# --- a certificate's history ------------------------------------------------------------------
+
+class CertificateEventKind(enum.StrEnum):
+    ISSUED = "ISSUED"
+    HANDED_OVER = "HANDED_OVER"
+    REDEEMED = "REDEEMED"
+
+
+@dataclass(frozen=True)
+class CertificateEvent:
+    kind: CertificateEventKind
+    at: datetime
+    from_user_id: str = ""
+    to_user_id: str = ""
+    store_id: str = ""
+
+
+def certificate_events(buyer: str, issued_at: datetime, handovers: Sequence[tuple[str, str, datetime]],
+                       store_id: str | None, redeemed_at: datetime | None) -> list[CertificateEvent]:
+    """Oldest first: issued to the buyer, each hand-over (giver, recipient, when), the redemption."""
+    events = [CertificateEvent(CertificateEventKind.ISSUED, issued_at, from_user_id=buyer)]
+    events += [CertificateEvent(CertificateEventKind.HANDED_OVER, at, from_user_id=giver, to_user_id=taker)
+               for giver, taker, at in handovers]
+    if redeemed_at is not None:
+        events.append(CertificateEvent(CertificateEventKind.REDEEMED, redeemed_at, store_id=store_id or ""))
+    return events
 
 
 # --- at the store -----------------------------------------------------------------------------

@@ -89,6 +89,9 @@ class Redemption:
             existing = await RedemptionRepository(session).payment_by_key(user_id, key)
         if existing is None:
             user = await self._identity.get_user(user_id)
+            if not await self._billing.is_subscriber(user.phone):
+                raise domain.PhoneNotOperator("points pay the operator's own services only; other operators' "
+                                              "subscribers spend them on certificates")
             now = self._clock.now()
             row = MobilePayment(id=str(uuid.uuid4()), user_id=user_id, idempotency_key=key, phone=user.phone,
                                 amount=amount, status=PaymentStatus.PROCESSING.value, failure_reason="",
@@ -330,6 +333,8 @@ class Redemption:
         return keyset_page(rows, limit)
 
     async def transfer_certificate(self, user_id: str, certificate_id: str, to_phone: str) -> Certificate:
+        """Hands the certificate over as a bearer instrument: the recipient holds it under a new code
+        and the old code stops working in the same transaction."""
         if not user_id:
             raise domain.UserIdRequired("user_id is required")
         async with self._db.sessions() as session:
@@ -343,15 +348,24 @@ class Redemption:
             repo = RedemptionRepository(session)
             cert = _check_holder(await repo.certificate(certificate_id, lock=True), user_id, certificate_id)
             now = self._clock.now()
-            cert.holder_user_id = recipient.user_id
+            cert.holder_user_id, cert.code = recipient.user_id, domain.new_certificate_code()
             session.add(CertificateHolder(id=str(uuid.uuid4()), certificate_id=cert.id, user_id=recipient.user_id,
                                           from_user_id=user_id, since=now))
-        log.info("certificate %s handed from %s to %s", certificate_id, user_id, recipient.user_id)
+        log.info("certificate %s handed from %s to %s under a new code", certificate_id, user_id, recipient.user_id)
         return cert
 
-    async def holders(self, certificate_id: str) -> list[CertificateHolder]:
+    async def certificate_history(self, user_id: str, certificate_id: str) -> list[domain.CertificateEvent]:
+        """Issued, handed over, redeemed: for the current holder only."""
         async with self._db.sessions() as session:
-            return await RedemptionRepository(session).holders(certificate_id)
+            repo = RedemptionRepository(session)
+            cert = await repo.certificate(certificate_id)
+            if (cert is None or not user_id or cert.holder_user_id != user_id
+                    or cert.status not in VISIBLE_CERTIFICATE_STATES):
+                raise domain.CertificateNotFound(f"no certificate {certificate_id}")
+            holders = await repo.holders(certificate_id)
+        return domain.certificate_events(cert.user_id, cert.issued_at or cert.created_at,
+                                         [(h.from_user_id, h.user_id, h.since) for h in holders if h.from_user_id],
+                                         cert.store_id, cert.redeemed_at)
 
     async def redeem_certificate(self, store_id: str, raw_code: str, sale_id: str, device_price: int) -> Coverage:
         """Applies a certificate to a device sale, once. The same store asking again with the same
@@ -401,14 +415,15 @@ class Redemption:
         return domain.ussd_balance_text(posted, available)
 
     async def sweep_credit(self, user_id: str, credit_transfer_id: str, amount: int) -> str:
-        """Pays a fresh credit to the phone bill when the user's goal and number call for it; the
-        credit's transfer id makes it once per credit. Answers the payment id, or "" for no sweep."""
+        """Pays a fresh credit to the phone bill when the user's goal calls for it and billing says the
+        number is the operator's; the credit's transfer id makes it once per credit. Answers the
+        payment id, or "" for no sweep."""
         if not user_id:
             raise domain.UserIdRequired("user_id is required")
         if not credit_transfer_id:
             raise CreditNotFound("credit_transfer_id is required")
         user = await self._identity.get_user(user_id)
-        if user.spending_goal != "MOBILE_SERVICES" or not user.is_operator_subscriber:
+        if user.spending_goal != "MOBILE_SERVICES":
             return ""
         credit = await self._ledger.get(credit_transfer_id)
         if credit is None or credit.credit_user_id != user_id or credit.state != "POSTED":
@@ -417,7 +432,10 @@ class Redemption:
             raise CreditMismatch(f"credit {credit_transfer_id} is {credit.amount_kopecks} kopecks, not {amount}")
         if credit.amount_kopecks < domain.MIN_PAYMENT_KOPECKS:
             return ""
-        payment, _ = await self._pay(user_id, f"sweep:{credit_transfer_id}", credit.amount_kopecks)
+        try:
+            payment, _ = await self._pay(user_id, f"sweep:{credit_transfer_id}", credit.amount_kopecks)
+        except domain.PhoneNotOperator:
+            return ""
         return payment.id
 
     # --- background -----------------------------------------------------------------------------

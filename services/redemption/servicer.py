@@ -27,9 +27,11 @@ def payment_to_pb(row: MobilePayment) -> redemption_pb2.MobilePayment:
     )
 
 
-def certificate_to_pb(row: Certificate) -> redemption_pb2.Certificate:
+def certificate_to_pb(row: Certificate, viewer: str) -> redemption_pb2.Certificate:
+    """The code only for its current holder: a certificate is a bearer instrument."""
+    code = domain.format_code(row.code) if viewer and viewer == row.holder_user_id else ""
     return redemption_pb2.Certificate(
-        certificate_id=row.id, code=domain.format_code(row.code), holder_user_id=row.holder_user_id,
+        certificate_id=row.id, code=code, holder_user_id=row.holder_user_id,
         nominal_kopecks=row.nominal,
         status=_CERTIFICATE_STATUS.get(row.status, redemption_pb2.CERTIFICATE_STATUS_UNSPECIFIED),
         create_time=timestamp(row.created_at), redeem_time=timestamp(row.redeemed_at),
@@ -62,18 +64,30 @@ class RedemptionServicer(redemption_pb2_grpc.RedemptionServiceServicer):
                                context: grpc.aio.ServicerContext) -> redemption_pb2.OrderCertificateResponse:
         cert, existed = await self._redemption.order_certificate(
             request.user_id, request.idempotency_key, request.nominal_kopecks)
-        return redemption_pb2.OrderCertificateResponse(certificate=certificate_to_pb(cert), already_existed=existed)
+        return redemption_pb2.OrderCertificateResponse(certificate=certificate_to_pb(cert, request.user_id),
+                                                       already_existed=existed)
 
     async def ListCertificates(self, request: redemption_pb2.ListCertificatesRequest,
                                context: grpc.aio.ServicerContext) -> redemption_pb2.ListCertificatesResponse:
         rows, token = await self._redemption.list_certificates(request.user_id, request.page_size, request.page_token)
-        return redemption_pb2.ListCertificatesResponse(certificates=[certificate_to_pb(r) for r in rows],
+        return redemption_pb2.ListCertificatesResponse(certificates=[certificate_to_pb(r, request.user_id)
+                                                                     for r in rows],
                                                        next_page_token=token)
 
     async def TransferCertificate(self, request: redemption_pb2.TransferCertificateRequest,
                                   context: grpc.aio.ServicerContext) -> redemption_pb2.TransferCertificateResponse:
         cert = await self._redemption.transfer_certificate(request.user_id, request.certificate_id, request.to_phone)
-        return redemption_pb2.TransferCertificateResponse(certificate=certificate_to_pb(cert))
+        return redemption_pb2.TransferCertificateResponse(certificate=certificate_to_pb(cert, request.user_id))
+
+    async def GetCertificateHistory(self, request: redemption_pb2.GetCertificateHistoryRequest,
+                                    context: grpc.aio.ServicerContext) -> redemption_pb2.GetCertificateHistoryResponse:
+        events = await self._redemption.certificate_history(request.user_id, request.certificate_id)
+        return redemption_pb2.GetCertificateHistoryResponse(events=[
+            redemption_pb2.CertificateEvent(
+                kind=redemption_pb2.CertificateEventKind.Value(f"CERTIFICATE_EVENT_KIND_{e.kind.value}"),
+                event_time=timestamp(e.at), from_user_id=e.from_user_id, to_user_id=e.to_user_id,
+                store_id=e.store_id)
+            for e in events])
 
     async def RedeemCertificate(self, request: redemption_pb2.RedeemCertificateRequest,
                                 context: grpc.aio.ServicerContext) -> redemption_pb2.RedeemCertificateResponse:

@@ -41,9 +41,10 @@ async def build_runtime(settings: Settings, clock: Clock | None = None) -> Runti
     await upgrade_async("tracking", settings.database_url)
     db = Database(settings.database_url, local_ping=True)  # a transaction per postback: no ping round trips
     redis = await connect_redis(settings.redis_url)
-    identity_channel = open_channel(settings.identity_address)
-    ledger_channel = open_channel(settings.ledger_address)
-    redemption_channel = open_channel(settings.redemption_address) if settings.redemption_address else None
+    identity_channel = open_channel(settings.identity_address, caller="tracking")
+    ledger_channel = open_channel(settings.ledger_address, caller="tracking")
+    redemption_channel = (open_channel(settings.redemption_address, caller="tracking")
+                          if settings.redemption_address else None)
     identity = IdentityClient(identity_channel)
     ledger = LedgerClient(ledger_channel)
     spool = AuditSpool(redis, db, prefix=settings.redis_prefix, database_url=settings.database_url,

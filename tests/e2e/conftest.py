@@ -89,6 +89,13 @@ def direct_postback(**fields: object) -> tuple[bytes, dict[str, str]]:
     return body, {"Content-Type": "application/json", "X-Cashback-Signature": sign_direct(body)}
 
 
+async def port_in(billing_url: str, phone: str, subscriber: bool = True) -> None:
+    """Number portability at the fake billing: `phone` becomes (or stops being) the operator's."""
+    async with httpx.AsyncClient() as client:
+        reply = await client.post(f"{billing_url}/control/subscribers", json={"phone": phone, "subscriber": subscriber})
+        reply.raise_for_status()
+
+
 async def read_code(http: httpx.AsyncClient, to: str) -> str:
     """The newest 6-digit code sent to `to` (delivery is asynchronous: bounded polling)."""
     for _ in range(100):

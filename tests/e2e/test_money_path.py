@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 
-from tests.e2e.conftest import direct_postback, sign_up
+from tests.e2e.conftest import direct_postback, port_in, sign_up
 
 pytestmark = pytest.mark.e2e
 
@@ -95,7 +95,9 @@ async def test_one_purchase_earns_cashback_that_pays_the_phone_bill(http: httpx.
         return len(messages) >= 2  # the sign-in code, then the cashback
     await eventually(notified)
 
-    # 5. Pay part of it to the phone bill; the same Idempotency-Key does not pay twice.
+    # 5. The number moves to the operator (number portability; billing knows, and nothing was swept
+    #    before): now its bill can be paid with points. Part of it; the same Idempotency-Key pays once.
+    await port_in(stack.billing_url, phone)
     pay = 50_000
     key = {"Idempotency-Key": str(uuid.uuid4()), **auth}
     first = await http.post("/v1/me/mobile-payments", json={"amount_kopecks": pay}, headers=key)

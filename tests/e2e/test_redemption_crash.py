@@ -124,7 +124,7 @@ class Payer:
 
 
 async def new_payer(http: httpx.AsyncClient, crash: CrashStack, funded: int, amount: int) -> Payer:
-    phone = f"+7903{random.randint(0, 9_999_999):07d}"  # not the operator's: no automatic sweep
+    phone = f"+7982{random.randint(0, 9_999_999):07d}"  # the operator's (MTS): its bill can be paid
     signed = await sign_up(http, phone)
     await crash.fund(signed["user"]["user_id"], funded)
     return Payer(phone, {"Authorization": f"Bearer {signed['access_token']}"}, str(uuid.uuid4()), amount)

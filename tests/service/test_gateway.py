@@ -115,6 +115,7 @@ async def test_dev_keys_are_not_accepted_outside_dev(monkeypatch):
     from gateway.config import Settings
 
     monkeypatch.setenv("CASHBACK_ENV", "prod")
+    monkeypatch.setenv("CASHBACK_SERVICE_TOKEN", "gateway-token")  # required outside dev
     for name in ("GATEWAY_STORE_KEYS", "GATEWAY_USSD_KEYS", "GATEWAY_SUPPORT_KEYS"):
         monkeypatch.delenv(name, raising=False)
     prod = Settings.from_env()

@@ -9,7 +9,7 @@ import email.policy
 import random
 import re
 import uuid
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import grpc
 import jwt
@@ -189,25 +189,50 @@ async def test_resend_during_the_cooldown_is_refused_and_a_new_code_replaces_the
     assert ok.created
 
 
-async def test_a_new_code_does_not_reset_the_phones_failures_and_the_phone_gets_locked(start_service):
-    c = await _client(start_service, phone_max_failures=3, phone_lock_seconds=900)
-    phone = mts_number()
+async def verify(c: Client, challenge_id: str, code: str, address: str) -> pb.VerifyPhoneChallengeResponse:
+    return await c.stub.VerifyPhoneChallenge(
+        pb.VerifyPhoneChallengeRequest(challenge_id=challenge_id, code=code, client_address=address))
+
+
+async def test_wrong_codes_lock_out_their_source_across_codes_but_never_the_number(start_service):
+    c = await _client(start_service, phone_max_failures=3, phone_lock_seconds=900, phone_guess_budget=0)
+    phone, stranger, owner = mts_number(), "198.51.100.66", "203.0.113.7"
     first = await start(c.stub, phone)
     code = await latest_code(c.stub, phone)
     for _ in range(2):
-        await rpc_error(c.stub.VerifyPhoneChallenge(
-            pb.VerifyPhoneChallengeRequest(challenge_id=first.challenge_id, code=wrong(code))))
+        await rpc_error(verify(c, first.challenge_id, wrong(code), stranger))
+    c.clock.advance(timedelta(seconds=60))
+    second = await start(c.stub, phone)  # a new code does not reset the stranger's count
+    code = await latest_code(c.stub, phone, 2)
+    await rpc_error(verify(c, second.challenge_id, wrong(code), stranger))
+    err = await rpc_error(verify(c, second.challenge_id, code, stranger))
+    assert error_info(err).reason == "CODE_LOCKED" and error_info(err).metadata["retry_after_seconds"] == "900"
+    # The owner, elsewhere, is not locked out: a code can be sent and it signs in.
+    assert (await verify(c, second.challenge_id, code, owner)).created
+    c.clock.advance(timedelta(seconds=60))
+    third = await start(c.stub, phone)
+    assert third.challenge_id
+
+
+async def test_past_the_numbers_guess_budget_each_code_gets_one_try_and_the_owner_still_signs_in(start_service):
+    c = await _client(start_service, phone_max_failures=10, phone_guess_budget=4, phone_guess_window_seconds=3600)
+    phone = mts_number()
+    first = await start(c.stub, phone)
+    code = await latest_code(c.stub, phone)
+    for n in range(4):  # four addresses, one wrong code each: the budget is spent
+        await rpc_error(verify(c, first.challenge_id, wrong(code), f"198.51.100.{n}"))
+    err = await rpc_error(verify(c, first.challenge_id, code, "203.0.113.7"))
+    assert error_info(err).reason == "CODE_LOCKED"  # the 4th wrong try ended this code
     c.clock.advance(timedelta(seconds=60))
     second = await start(c.stub, phone)
     code = await latest_code(c.stub, phone, 2)
-    await rpc_error(c.stub.VerifyPhoneChallenge(
-        pb.VerifyPhoneChallengeRequest(challenge_id=second.challenge_id, code=wrong(code))))
-    err = await rpc_error(c.stub.VerifyPhoneChallenge(
-        pb.VerifyPhoneChallengeRequest(challenge_id=second.challenge_id, code=code)))
-    assert error_info(err).reason == "CODE_LOCKED"
+    await rpc_error(verify(c, second.challenge_id, wrong(code), "198.51.100.9"))
+    err = await rpc_error(verify(c, second.challenge_id, code, "198.51.100.9"))
+    assert error_info(err).reason == "CODE_LOCKED"  # one try per code now
     c.clock.advance(timedelta(seconds=60))
-    err = await rpc_error(start(c.stub, phone))
-    assert error_info(err).reason == "PHONE_LOCKED" and error_info(err).metadata["retry_after_seconds"] == "840"
+    third = await start(c.stub, phone)
+    code = await latest_code(c.stub, phone, 3)
+    assert (await verify(c, third.challenge_id, code, "203.0.113.7")).created  # the owner's first try
 
 
 async def test_codes_per_phone_per_hour_are_limited(start_service):
@@ -541,8 +566,13 @@ async def test_notifications_are_listed_newest_first_page_by_page(identity):
     assert seen == ids[::-1]
 
 
+# Production is configured in full or does not start: a pepper and an SSO key of its own, an SMS provider.
+PRODUCTION = {"env": "prod", "code_pepper": "prod-pepper", "sms_url": "http://127.0.0.1:9/sms",
+              "operator_sso_public_key_pem": new_key_pair(datetime.now(UTC)).public_key_pem}
+
+
 async def test_the_dev_outbox_exists_only_in_dev(start_service):
-    c = await _client(start_service, env="prod")
+    c = await _client(start_service, **PRODUCTION)
     err = await rpc_error(c.stub.ListDevOutbox(pb.ListDevOutboxRequest()))
     assert err.code() == grpc.StatusCode.FAILED_PRECONDITION and error_info(err).reason == "DEV_ONLY"
 

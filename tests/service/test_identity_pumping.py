@@ -19,7 +19,7 @@ from cashback.identity.v1 import identity_pb2 as pb
 from services.common.clock import FrozenClock
 from services.common.grpc_client import error_info
 from services.identity.config import Settings
-from tests.service.test_identity import FakeSmsProvider, _client
+from tests.service.test_identity import PRODUCTION, FakeSmsProvider, _client
 
 NUMBERS = [f"+7982{n:07d}" for n in range(2_000_000, 2_001_000)]
 ADDRESSES = [f"198.51.100.{n}" for n in range(1, 51)]
@@ -34,7 +34,7 @@ async def test_ten_thousand_code_requests_send_no_more_sms_than_the_limits_allow
     provider = FakeSmsProvider()
     clock = FrozenClock()  # 2026-01-01 00:00:00: the whole attack falls within one hour window
     try:
-        c = await _client(start_service, clock, env="prod", sms_url=provider.url, **LIMITS)
+        c = await _client(start_service, clock, **{**PRODUCTION, "sms_url": provider.url}, **LIMITS)
         per_window: collections.Counter[int] = collections.Counter()
         per_address: collections.Counter[str] = collections.Counter()
         per_phone: collections.Counter[str] = collections.Counter()

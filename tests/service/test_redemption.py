@@ -39,8 +39,9 @@ class Stack:
     billing_url: str
     start_redemption: Callable[..., Awaitable[object]]
     redemption_database_url: str
+    last_key: str = ""
 
-    async def user(self, *, operator: bool = False, funded: int = 0) -> identity_pb2.User:
+    async def user(self, *, operator: bool = True, funded: int = 0) -> identity_pb2.User:
         phone = f"{OPERATOR_PREFIX if operator else OTHER_PREFIX}{random.randrange(10**7):07d}"
         challenge = await self.identity.StartPhoneChallenge(identity_pb2.StartPhoneChallengeRequest(phone=phone))
         code = await poll(lambda: self._code_sent_to(phone))
@@ -74,6 +75,12 @@ class Stack:
             response = await client.post(f"{self.billing_url}/control", json={"mode": mode, "delay_seconds": delay})
             response.raise_for_status()
 
+    async def port(self, phone: str, *, subscriber: bool) -> None:
+        async with httpx.AsyncClient() as client:
+            response = await client.post(f"{self.billing_url}/control/subscribers",
+                                         json={"phone": phone, "subscriber": subscriber})
+            response.raise_for_status()
+
     async def credited(self, phone: str) -> int:
         async with httpx.AsyncClient() as client:
             return (await client.get(f"{self.billing_url}/v1/accounts/{phone}")).json()["credited_kopecks"]
@@ -87,8 +94,9 @@ class Stack:
             pb.GetMobilePaymentRequest(user_id=user_id, payment_id=payment_id))).payment
 
     async def order(self, user_id: str, nominal: int, key: str | None = None) -> pb.OrderCertificateResponse:
+        self.last_key = key or str(uuid.uuid4())
         return await self.redemption.OrderCertificate(pb.OrderCertificateRequest(
-            user_id=user_id, idempotency_key=key or str(uuid.uuid4()), nominal_kopecks=nominal))
+            user_id=user_id, idempotency_key=self.last_key, nominal_kopecks=nominal))
 
     async def held(self, user_id: str) -> list[pb.Certificate]:
         return list((await self.redemption.ListCertificates(pb.ListCertificatesRequest(user_id=user_id))).certificates)
@@ -455,8 +463,13 @@ async def test_handing_a_certificate_over_moves_it_to_the_new_holder(stack):
     moved = await stack.redemption.TransferCertificate(pb.TransferCertificateRequest(
         user_id=giver.user_id, certificate_id=cert.certificate_id, to_phone=taker.phone))
     assert moved.certificate.holder_user_id == taker.user_id
+    assert moved.certificate.code == ""  # the giver never sees the new code
     assert await stack.held(giver.user_id) == []
-    assert [c.certificate_id for c in await stack.held(taker.user_id)] == [cert.certificate_id]
+    [held] = await stack.held(taker.user_id)
+    assert held.certificate_id == cert.certificate_id and held.code and held.code != cert.code
+    replay = await stack.redemption.OrderCertificate(pb.OrderCertificateRequest(
+        user_id=giver.user_id, idempotency_key=stack.last_key, nominal_kopecks=10_000))
+    assert replay.already_existed and replay.certificate.code == ""
     code, reason = await rpc_error(stack.redemption.TransferCertificate(pb.TransferCertificateRequest(
         user_id=giver.user_id, certificate_id=cert.certificate_id, to_phone=giver.phone)))
     assert (code, reason) == (grpc.StatusCode.NOT_FOUND, "CERTIFICATE_NOT_FOUND")
@@ -465,6 +478,25 @@ async def test_handing_a_certificate_over_moves_it_to_the_new_holder(stack):
         history = await RedemptionRepository(session).holders(cert.certificate_id)
     await db.dispose()
     assert [(h.user_id, h.from_user_id) for h in history] == [(giver.user_id, None), (taker.user_id, giver.user_id)]
+
+
+async def test_points_pay_only_numbers_that_billing_says_are_the_operators(stack):
+    outsider = await stack.user(operator=False, funded=10_000)
+    code, reason = await rpc_error(stack.pay(outsider.user_id, 5_000))
+    assert (code, reason) == (grpc.StatusCode.FAILED_PRECONDITION, "PHONE_NOT_OPERATOR")
+    assert await stack.credited(outsider.phone) == 0
+    assert (await stack.balance(outsider.user_id)).posted_kopecks == 10_000
+    # Number portability: billing knows, not the number range identity saw at sign-up.
+    await stack.port(outsider.phone, subscriber=True)
+    assert (await stack.pay(outsider.user_id, 5_000)).payment.status == pb.PAYMENT_STATUS_COMPLETED
+    leaver = await stack.user(operator=True, funded=10_000)
+    await stack.port(leaver.phone, subscriber=False)
+    assert (await rpc_error(stack.pay(leaver.user_id, 5_000)))[1] == "PHONE_NOT_OPERATOR"
+    credit = await stack.fund(leaver.user_id, 12_000)
+    swept = await stack.redemption.SweepCredit(pb.SweepCreditRequest(
+        user_id=leaver.user_id, credit_transfer_id=credit, amount_kopecks=12_000))
+    assert swept.payment_id == "" and await stack.credited(leaver.phone) == 0
+    await stack.assert_audit_ok()
 
 
 # --- USSD and sweep ----------------------------------------------------------------------------
@@ -499,7 +531,7 @@ async def test_credit_of_an_operator_subscriber_saving_for_mobile_is_swept_once(
 
 
 async def test_credit_is_not_swept_for_other_operators_or_goals(stack):
-    outsider = await stack.user()
+    outsider = await stack.user(operator=False)
     credit = await stack.fund(outsider.user_id, 12_000)
     swept = await stack.redemption.SweepCredit(pb.SweepCreditRequest(
         user_id=outsider.user_id, credit_transfer_id=credit, amount_kopecks=12_000))
