@@ -51,8 +51,8 @@ PERMISSIONS: dict[str, dict[str, frozenset[str]]] = {
     },
     "ledger": {
         "gateway": frozenset({"GetBalance", "ListStatement"}),
-        # Crediting cashback and taking it back (reversals).
-        "tracking": frozenset({"CreateTransfer", "CreateTransfers"}),
+        # Crediting cashback, taking it back (reversals), and what a credit repaid of a debt (sweeps).
+        "tracking": frozenset({"CreateTransfer", "CreateTransfers", "ReverseCredit", "GetTransfer"}),
         # Holds and their settlement, certificates, the USSD balance.
         "redemption": frozenset({"CreateTransfer", "PostPendingTransfer", "VoidPendingTransfer", "GetTransfer",
                                  "GetBalance"}),
