@@ -10,12 +10,12 @@ export CASHBACK_ENV ?= dev
 export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD := 1
 AXE := tests/browser/node_modules/axe-core/axe.min.js
 
-.PHONY: help venv tools protos migrate run test lint bench clean
+.PHONY: help venv tools protos migrate run test lint bench clean release-protos
 
 help:
 	@echo "make run      - install, generate, migrate and start the whole stack (embedded default)"
 	@echo "make test     - run the whole test suite"
-	@echo "make lint     - ruff and buf lint"
+	@echo "make lint     - ruff, buf lint, buf breaking against the released protos, mypy (strict)"
 	@echo "make protos   - generate Python code and stubs from protos/"
 	@echo "make migrate  - apply every service's migrations"
 	@echo "make tools    - Debian and npm tools the tests use (docker-compose, wrk, chromium, axe-core)"
@@ -75,6 +75,12 @@ test: gen/.stamp tools
 lint: gen/.stamp
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/buf lint
+	$(VENV)/bin/buf breaking --against protos/released.binpb
+	$(VENV)/bin/mypy
+
+# After a release: the protos as released, which `make lint` keeps later changes compatible with.
+release-protos: $(STAMP)
+	$(VENV)/bin/buf build -o protos/released.binpb
 
 bench: gen/.stamp
 	$(PY) -m scripts.bench $(BENCH)

@@ -54,8 +54,9 @@ class OutboxMixin:
 def enqueue(session: AsyncSession, model: type[OutboxMixin], *, topic: str, key: str,
             payload: dict[str, Any], now: datetime) -> None:
     """Adds a message to the caller's transaction; it is relayed only if that transaction commits."""
-    session.add(model(id=str(uuid.uuid4()), topic=topic, key=key, payload=json.dumps(payload),
-                      created_at=now, available_at=now, attempts=0))
+    columns: dict[str, Any] = {"id": str(uuid.uuid4()), "topic": topic, "key": key, "payload": json.dumps(payload),
+                               "created_at": now, "available_at": now, "attempts": 0}
+    session.add(model(**columns))
 
 
 def backoff(attempts: int, *, base: float = 0.5, cap: float = 300.0) -> timedelta:
