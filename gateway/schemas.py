@@ -338,6 +338,8 @@ class Purchase(BaseModel):
     create_time: datetime | None
     confirm_time: datetime | None
     accrue_time: datetime | None
+    # Cashback credited so far, net of reversals (a decline after crediting takes it back).
+    credited_kopecks: Kopecks = 0
 
     @classmethod
     def of(cls, p: tracking_pb2.Purchase) -> Purchase:
@@ -347,7 +349,29 @@ class Purchase(BaseModel):
                    amount_kopecks=p.amount_kopecks, cashback_kopecks=p.cashback_kopecks,
                    decision=Decision.of(p.decision) if p.HasField("decision") else None,
                    create_time=ts(p, "create_time"), confirm_time=ts(p, "confirm_time"),
-                   accrue_time=ts(p, "accrue_time"))
+                   accrue_time=ts(p, "accrue_time"), credited_kopecks=p.credited_kopecks)
+
+
+class PurchaseReport(BaseModel):
+    """One report of the shop about the purchase, as applied (or superseded by a newer one)."""
+
+    status: PurchaseStatus | None  # type: ignore[valid-type]
+    amount_kopecks: Kopecks
+    event_time: datetime | None
+    receive_time: datetime | None
+    superseded: bool
+
+    @classmethod
+    def of(cls, r: tracking_pb2.PurchaseReport) -> PurchaseReport:
+        return cls(status=short(tracking_pb2.PurchaseStatus.DESCRIPTOR, r.status, "PURCHASE_STATUS_"),
+                   amount_kopecks=r.amount_kopecks, event_time=ts(r, "event_time"),
+                   receive_time=ts(r, "receive_time"), superseded=r.superseded)
+
+
+class PurchaseWithHistory(BaseModel):
+    purchase: Purchase
+    # The shop's reports in the order of its events: the purchase's status history.
+    history: list[PurchaseReport]
 
 
 class PurchasePage(BaseModel):

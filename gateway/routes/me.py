@@ -12,7 +12,7 @@ from cashback.tracking.v1 import tracking_pb2
 from fastapi import APIRouter, Depends, Query
 
 from gateway.auth import UserId
-from gateway.errors import responses
+from gateway.errors import ApiError, responses
 from gateway.limits import limit_by_address
 from gateway.routes.common import PageSize, PageToken, Rpc
 from gateway.schemas import (
@@ -27,7 +27,9 @@ from gateway.schemas import (
     NotificationPage,
     Purchase,
     PurchasePage,
+    PurchaseReport,
     PurchaseStatus,
+    PurchaseWithHistory,
     StatementEntry,
     StatementPage,
     UpdateMeRequest,
@@ -113,6 +115,15 @@ async def list_purchases(user_id: UserId, rpc: Rpc,
         status=to_proto_enum(tracking_pb2.PurchaseStatus.DESCRIPTOR, status, "PURCHASE_STATUS_"),  # type: ignore[arg-type]
     ), timeout=rpc.timeout)
     return PurchasePage(purchases=[Purchase.of(p) for p in r.purchases], next_page_token=r.next_page_token)
+
+
+@router.get("/purchases/{purchase_id}", response_model=PurchaseWithHistory,
+            summary="One of my purchases with its status history (the shop's reports)", responses=responses(404))
+async def get_purchase(purchase_id: str, user_id: UserId, rpc: Rpc) -> PurchaseWithHistory:
+    r = await rpc.tracking.GetPurchase(tracking_pb2.GetPurchaseRequest(purchase_id=purchase_id), timeout=rpc.timeout)
+    if r.purchase.user_id != user_id:  # someone else's, or unattributed: as if it did not exist
+        raise ApiError(404, "PURCHASE_NOT_FOUND", "No such purchase of yours.")
+    return PurchaseWithHistory(purchase=Purchase.of(r.purchase), history=[PurchaseReport.of(x) for x in r.reports])
 
 
 @router.get("/notifications", response_model=NotificationPage, summary="What I was told, newest first",

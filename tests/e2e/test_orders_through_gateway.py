@@ -64,14 +64,21 @@ async def test_two_shops_one_order_id_and_a_decline_after_crediting(http):
                           amount_kopecks=50_000, event_time=t + 60)
     assert (mismatch.status_code, mismatch.json()["code"]) == (422, "PARTNER_MISMATCH")
     # Ozon's buyer returns the goods: the decline is a 200, the cashback goes back, once.
-    for _ in range(2):
-        declined = await post(http, order_id=oid, click_id=ozon["ozon"], status="declined", amount_kopecks=50_000,
-                              event_time=t + 60)
-        assert declined.status_code == 200 and declined.json()["outcome"] in {"REJECTED", "DUPLICATE"}
+    answers = [await post(http, order_id=oid, click_id=ozon["ozon"], status="declined", amount_kopecks=50_000,
+                          event_time=t + 60) for _ in range(2)]
+    assert [(a.status_code, a.json()["outcome"]) for a in answers] == [(200, "REJECTED"), (200, "DUPLICATE")]
     await balance_is(http, ozon_auth, 0)
     await balance_is(http, ali_auth, 7_000)
     kinds = [e["kind"] for e in (await http.get("/v1/me/statement", headers=ozon_auth)).json()["entries"]]
     assert kinds.count("CASHBACK_REVERSAL") == 1 and kinds.count("CASHBACK") == 1, kinds
+    # The purchase's history, as its shop told it; nobody else sees it.
+    purchase_id = answers[0].json()["purchase_id"]
+    seen = (await http.get(f"/v1/me/purchases/{purchase_id}", headers=ozon_auth)).json()
+    assert (seen["purchase"]["status"], seen["purchase"]["credited_kopecks"]) == ("REJECTED", 0)
+    assert [(h["status"], h["superseded"]) for h in seen["history"]] == [
+        ("PENDING", True), ("CONFIRMED", False), ("REJECTED", False)]
+    hidden = await http.get(f"/v1/me/purchases/{purchase_id}", headers=ali_auth)
+    assert (hidden.status_code, hidden.json()["code"]) == (404, "PURCHASE_NOT_FOUND")
 
 
 async def test_claims_pay_once_through_the_gateway(http):
