@@ -39,7 +39,7 @@ from services.common.pagination import (
 )
 from services.common.redis_store import Fingerprints
 from services.tracking import catalogue as catalogue_file
-from services.tracking import domain, postbacks
+from services.tracking import domain, postbacks, search
 from services.tracking.audit import AuditSpool, audit_record
 from services.tracking.domain import (
     Change,
@@ -178,7 +178,7 @@ class Tracking:
                 row = partners.get(p.slug)
                 terms = p.rules.to_json()
                 fields = dict(name=p.name, category_id=p.category, description=p.description, site_url=p.site_url,
-                              terms_text=p.terms_text, search_text=f"{p.name} {p.slug}".casefold(),
+                              terms_text=p.terms_text, search_text=search.search_text(p.name, p.slug, p.aliases),
                               service_code=p.service_code)
                 if row is None:
                     session.add(Partner(slug=p.slug, rule_version=1, rules_json=terms, updated_at=now, **fields))

@@ -1,0 +1,117 @@
+"""Partner search, with no I/O: a shop is found by its Russian or Latin name, by transliteration
+(«озон» ↔ ozon, «алиэкспресс» ↔ aliexpress) and with a typo or two, best match first.
+
+Every name is folded into one Latin spelling of how it sounds: Cyrillic is transliterated, then
+Latin spellings that sound alike are made equal (x → ks, w → v, y → i, c → k or s, doubled
+letters once…) and punctuation becomes a space. A partner's `search_text` column holds the
+folded keys of its name, its aliases (the catalogue's other spellings: «Алиэкспресс», «Али») and
+its slug, one per line, written when the partner is stored (`search_text`). A query is folded the
+same way and every partner is scored by its best key (`rank`): the whole key equal to the query,
+then a key or one of its words starting with it, then rapidfuzz's weighted ratio (which forgives
+a typo or two and word order); ties go to the shorter name, then the name.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from rapidfuzz import fuzz
+from rapidfuzz.distance import OSA
+
+MIN_SCORE = 78  # a weighted-ratio match below this is noise
+# Above any weighted ratio (0-100), best first: the whole key, a key or word starting with the query,
+# a key or word one or two typos away (a letter wrong, missing, extra, or two swapped).
+EXACT, PREFIX, TYPO = 200.0, 150.0, 120.0
+
+_CYRILLIC = {
+    "а": "a", "б": "b", "в": "v", "г": "g", "д": "d", "е": "e", "ё": "e", "ж": "zh", "з": "z", "и": "i",
+    "й": "i", "к": "k", "л": "l", "м": "m", "н": "n", "о": "o", "п": "p", "р": "r", "с": "s", "т": "t",
+    "у": "u", "ф": "f", "х": "h", "ц": "ts", "ч": "ch", "ш": "sh", "щ": "sch", "ъ": "", "ы": "i", "ь": "",
+    "э": "e", "ю": "iu", "я": "ia", "і": "i", "ї": "i", "є": "e",
+}
+# Latin spellings that sound alike, in order (after transliteration, so both scripts meet here).
+_LATIN = [
+    (re.compile(r"дж"), "j"),
+    (re.compile(r"[а-яёіїє]"), lambda m: _CYRILLIC[m.group()]),
+    (re.compile(r"shch"), "sch"),
+    (re.compile(r"kh"), "h"),
+    (re.compile(r"ph"), "f"),
+    (re.compile(r"th"), "t"),
+    (re.compile(r"ck"), "k"),
+    (re.compile(r"x"), "ks"),
+    (re.compile(r"c(?=[eiy])"), "s"),
+    (re.compile(r"c(?!h)"), "k"),
+    (re.compile(r"q"), "k"),
+    (re.compile(r"w"), "v"),
+    (re.compile(r"y"), "i"),
+    (re.compile(r"oo|ou"), "u"),
+    (re.compile(r"([a-z])\1+"), r"\1"),
+]
+_PUNCTUATION = re.compile(r"[^0-9a-zа-яёіїє]+")
+
+
+def fold(text: str) -> str:
+    """Any spelling of a name → its folded key: «М.Видео» → "m video", "AliExpress" → "aliekspres"."""
+    key = text.casefold()
+    key = _PUNCTUATION.sub(" ", key)
+    for pattern, replacement in _LATIN:
+        key = pattern.sub(replacement, key)
+    return " ".join(key.split())
+
+
+def search_text(name: str, slug: str, aliases: Iterable[str] = ()) -> str:
+    """The stored search keys of a partner: each spelling folded, and without its spaces too
+    ("m video" and "mvideo"), one per line, no repeats."""
+    keys: list[str] = []
+    for spelling in (name, *aliases, slug.replace("-", " ")):
+        folded = fold(spelling)
+        for key in (folded, folded.replace(" ", "")):
+            if key and key not in keys:
+                keys.append(key)
+    return "\n".join(keys)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    slug: str
+    name: str
+    search_text: str
+
+
+def typos_allowed(query: str) -> int:
+    """A short name has room for one typo, a long one for two (a 3-letter query for none)."""
+    return 0 if len(query) < 4 else 1 if len(query) < 8 else 2
+
+
+def score(query: str, keys: list[str]) -> float:
+    """How well a folded query matches a partner's keys (0 when not at all)."""
+    best = 0.0
+    compact, typos = query.replace(" ", ""), typos_allowed(query)
+    for key in keys:
+        if key == query or key == compact:
+            return EXACT
+        if (" " + query) in (" " + key):  # the key, or one of its words, starts with the query
+            best = max(best, PREFIX - len(key) / 100)
+            continue
+        for word in {key, *key.split(" ")}:
+            distance = OSA.distance(query, word, score_cutoff=typos)
+            if distance <= typos:
+                best = max(best, TYPO - distance)
+        best = max(best, fuzz.WRatio(query, key, score_cutoff=MIN_SCORE))
+    return best
+
+
+def rank(query: str, candidates: Iterable[Candidate]) -> list[str]:
+    """The slugs of the candidates that match the query, best match first."""
+    folded = fold(query)
+    if not folded:
+        return []
+    scored = []
+    for c in candidates:
+        points = score(folded, c.search_text.split("\n"))
+        if points:
+            scored.append((-points, len(c.name), c.name, c.slug))
+    scored.sort()
+    return [slug for *_, slug in scored]
