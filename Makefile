@@ -50,6 +50,10 @@ tools:
 	  echo "installing wrk (Debian package), the load generator of make bench"; \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null) \
 	  || { echo "cannot install wrk: install it by hand (make bench postbacks needs it)"; exit 1; }; }
+	@for tool in node:nodejs curl:curl openssl:openssl; do command -v $${tool%%:*} >/dev/null || { \
+	  echo "installing $${tool#*:} (Debian package): docs/partners.md's examples are run by the tests"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $${tool#*:} >/dev/null) \
+	  || { echo "cannot install $${tool#*:}: install it by hand"; exit 1; }; }; done
 
 test: gen/.stamp tools
 	$(PY) -m pytest $(PYTEST_ARGS)
