@@ -18,7 +18,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from rapidfuzz import fuzz
+from rapidfuzz import fuzz, process
 from rapidfuzz.distance import OSA
 
 MIN_SCORE = 78  # a weighted-ratio match below this is noise
@@ -87,33 +87,33 @@ def typos_allowed(query: str) -> int:
     return 0 if len(query) < 4 else 1 if len(query) < 8 else 2
 
 
-def score(query: str, keys: list[str]) -> float:
-    """How well a folded query matches a partner's keys (0 when not at all)."""
-    best = 0.0
-    compact, typos = query.replace(" ", ""), typos_allowed(query)
-    for key in keys:
-        if key == query or key == compact:
-            return EXACT
-        if (" " + query) in (" " + key):  # the key, or one of its words, starts with the query
-            best = max(best, PREFIX - len(key) / 100)
-            continue
-        for word in {key, *key.split(" ")}:
-            distance = OSA.distance(query, word, score_cutoff=typos)
-            if distance <= typos:
-                best = max(best, TYPO - distance)
-        best = max(best, fuzz.WRatio(query, key, score_cutoff=MIN_SCORE))
-    return best
-
-
 def rank(query: str, candidates: Iterable[Candidate]) -> list[str]:
-    """The slugs of the candidates that match the query, best match first."""
+    """The slugs of the candidates that match the query, best match first. Each candidate scores
+    its best key: EXACT, PREFIX, TYPO (a key or word within `typos_allowed`), else the weighted
+    ratio when at least MIN_SCORE; the fuzzy scores of all keys come from rapidfuzz in one pass."""
     folded = fold(query)
     if not folded:
         return []
-    scored = []
-    for c in candidates:
-        points = score(folded, c.search_text.split("\n"))
-        if points:
-            scored.append((-points, len(c.name), c.name, c.slug))
-    scored.sort()
+    found = list(candidates)
+    keys, key_owner, words, word_owner = [], [], [], []
+    for i, candidate in enumerate(found):
+        for key in candidate.search_text.split("\n"):
+            keys.append(key)
+            key_owner.append(i)
+            for word in {key, *key.split(" ")}:
+                words.append(word)
+                word_owner.append(i)
+    best = [0.0] * len(found)
+    compact = folded.replace(" ", "")
+    for key, i in zip(keys, key_owner, strict=True):
+        if key == folded or key == compact:
+            best[i] = EXACT
+        elif (" " + folded) in (" " + key):  # the key, or one of its words, starts with the query
+            best[i] = max(best[i], PREFIX - len(key) / 100)
+    if typos := typos_allowed(folded):
+        for _, distance, j in process.extract_iter(folded, words, scorer=OSA.distance, score_cutoff=typos):
+            best[word_owner[j]] = max(best[word_owner[j]], TYPO - distance)
+    for _, points, j in process.extract_iter(folded, keys, scorer=fuzz.WRatio, score_cutoff=MIN_SCORE):
+        best[key_owner[j]] = max(best[key_owner[j]], points)
+    scored = sorted((-points, len(c.name), c.name, c.slug) for points, c in zip(best, found, strict=True) if points)
     return [slug for *_, slug in scored]
