@@ -12,7 +12,7 @@ import shutil
 import sys
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -66,7 +66,7 @@ async def test_the_guides_examples_report_orders_as_the_guide_says(http: httpx.A
     click = (await http.post("/v1/partners/ozon/clicks", headers=auth)).json()["click_id"]
     base = {"GW": stack.gateway_url, "CLICK_ID": click}
     orders = {name: f"DOC-{name}-{uuid.uuid4().hex[:8]}" for name in ("curl", "python", "node", "admitad", "none")}
-    at = datetime.now(UTC).replace(microsecond=0).isoformat()
+    at = (datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=1)).isoformat()  # before `later`
 
     # Each example reports a new order: applied.
     for name in ("curl", "python", "node", "admitad"):
