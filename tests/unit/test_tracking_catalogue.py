@@ -27,6 +27,9 @@ CYRILLIC = re.compile(r"[а-яё]", re.IGNORECASE)
     (["Л'Этуаль", "letual"], "letual"),
     (["Читай-город", "chitai gorod"], "chitai gorod"),
     (["Gloria Jeans", "Глория Джинс"], "gloria jins"),
+    (["Café Pushkin", "Кафе Пушкин"], "kafe pushkin"),
+    (["Ёлка", "Елка", "ёлка"], "elka"),
+    (["Тайм", "Таим"], "taim"),
 ])
 def test_spellings_of_one_name_fold_to_one_key(spellings, key):
     assert {search.fold(s) for s in spellings} == {key}
