@@ -60,6 +60,10 @@ tools: $(AXE)
 	  echo "installing chromium (Debian package), the browser of the browser tests"; \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-dejavu-core >/dev/null) \
 	  || { echo "cannot install chromium: install it by hand (tests/browser needs /usr/bin/chromium)"; exit 1; }; }
+	@for tool in node:nodejs curl:curl openssl:openssl; do command -v $${tool%%:*} >/dev/null || { \
+	  echo "installing $${tool#*:} (Debian package): docs/partners.md's examples are run by the tests"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $${tool#*:} >/dev/null) \
+	  || { echo "cannot install $${tool#*:}: install it by hand"; exit 1; }; }; done
 
 $(AXE): tests/browser/package.json tests/browser/package-lock.json
 	@command -v npm >/dev/null || { \

@@ -380,32 +380,6 @@ def service_reward(service_name: str, amount_kopecks: int, *, already_this_month
                     f"Fixed reward of {rub(amount_kopecks)} for subscribing to {service_name}.")
 
 
-def describe(rules: RuleSet) -> str:
-    """The terms as shown to the user, in one paragraph."""
-    parts = []
-    for i, tier in enumerate(rules.tiers):
-        rate = rub(tier.fixed_kopecks) if tier.rate_type is RateType.FIXED else percent(tier.rate_bps)
-        if len(rules.tiers) == 1:
-            parts.append(f"{rate} per purchase" if tier.rate_type is RateType.FIXED else f"{rate} of the purchase")
-        else:
-            parts.append(f"{rate} from {rub(tier.min_amount_kopecks)}" if i else f"{rate} below "
-                         f"{rub(rules.tiers[1].min_amount_kopecks)}")
-    text = "Cashback: " + ", ".join(parts) + "."
-    if rules.cap_kopecks:
-        text += f" At most {rub(rules.cap_kopecks)} per purchase."
-    if rules.min_purchase_kopecks:
-        text += f" Nothing for purchases under {rub(rules.min_purchase_kopecks)}."
-    if rules.excluded_domains:
-        text += f" Nothing for purchases on {', '.join(rules.excluded_domains)}."
-    text += " Orders in the mobile app count." if rules.app_orders_allowed else \
-        " Orders in the mobile app earn nothing."
-    if rules.exclusive_loyalty:
-        text += " Nothing if the order used the shop's own bonuses or miles."
-    if rules.legal_entities_excluded:
-        text += " Purchases by legal entities earn nothing."
-    return text + " Cashback under 1 rouble is not credited."
-
-
 # --- lifecycle --------------------------------------------------------------------------------
 # A purchase follows the NEWEST report of its shop (by the shop's event time, then by arrival): an
 # older report never moves it back (it is stored and answered SUPERSEDED), and whatever order a set

@@ -42,7 +42,8 @@ class Partner(Base):
     description: Mapped[str] = mapped_column(Text, default="")
     site_url: Mapped[str] = mapped_column(String(500))
     terms_text: Mapped[str] = mapped_column(Text, default="")
-    # Lower-cased "name slug", for case-insensitive search on every backend.
+    # The partner's search keys (services/tracking/search.py: names, aliases and slug folded to one
+    # Latin spelling), one per line.
     search_text: Mapped[str] = mapped_column(String(400))
     # The operator's own services (music, tv…) are reported by billing under this code.
     service_code: Mapped[str | None] = mapped_column(String(64), unique=True, nullable=True)

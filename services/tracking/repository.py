@@ -10,6 +10,7 @@ from sqlalchemy import Row, bindparam, func, insert, select, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.tracking import search
 from services.tracking.domain import PurchaseStatus, RuleSet
 from services.tracking.models import (
     ActivationReward,
@@ -46,10 +47,6 @@ _CLAIM_SOURCE = "claim"
 _LIVE_CLAIM = ("OPEN", "APPROVED")
 
 
-def _like_escape(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-
-
 class TrackingRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
@@ -69,16 +66,22 @@ class TrackingRepository:
         return {row.slug: row for row in (await self.session.scalars(select(Partner))).all()}
 
     async def partners(self, category: str, query: str, offset: int, limit: int) -> tuple[list[Partner], int]:
-        conditions = []
-        if category:
-            conditions.append(Partner.category_id == category)
-        if query:
-            conditions.append(Partner.search_text.like(f"%{_like_escape(query.casefold())}%", escape="\\"))
-        total = await self.session.scalar(select(func.count()).select_from(Partner).where(*conditions))
-        rows = (await self.session.scalars(
-            select(Partner).where(*conditions).order_by(Partner.name, Partner.slug).offset(offset).limit(limit)
-        )).all()
-        return list(rows), int(total or 0)
+        """A page of the catalogue: by name without a query; with one, the partners it matches,
+        best match first (services/tracking/search.py ranks the ~800 search keys in memory)."""
+        conditions = [Partner.category_id == category] if category else []
+        if not query:
+            total = await self.session.scalar(select(func.count()).select_from(Partner).where(*conditions))
+            rows = (await self.session.scalars(
+                select(Partner).where(*conditions).order_by(Partner.name, Partner.slug).offset(offset).limit(limit)
+            )).all()
+            return list(rows), int(total or 0)
+        candidates = (await self.session.execute(
+            select(Partner.slug, Partner.name, Partner.search_text).where(*conditions))).all()
+        ranked = search.rank(query, (search.Candidate(*row) for row in candidates))
+        page = ranked[offset:offset + limit]
+        found = {row.slug: row for row in (await self.session.scalars(
+            select(Partner).where(Partner.slug.in_(page)))).all()} if page else {}
+        return [found[slug] for slug in page if slug in found], len(ranked)
 
     async def partner(self, slug: str) -> Partner | None:
         return await self.session.get(Partner, slug)

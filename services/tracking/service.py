@@ -21,7 +21,7 @@ from services.common.pagination import (
     page_size,
 )
 from services.tracking import catalogue as catalogue_file
-from services.tracking import domain
+from services.tracking import domain, search
 from services.tracking.activations import Activations
 from services.tracking.audit import AuditSpool
 from services.tracking.claims import Claims
@@ -104,7 +104,7 @@ class Tracking:
                 row = partners.get(p.slug)
                 terms = p.rules.to_json()
                 fields = dict(name=p.name, category_id=p.category, description=p.description, site_url=p.site_url,
-                              terms_text=p.terms_text, search_text=f"{p.name} {p.slug}".casefold(),
+                              terms_text=p.terms_text, search_text=search.search_text(p.name, p.slug, p.aliases),
                               service_code=p.service_code)
                 if row is None:
                     session.add(Partner(slug=p.slug, rule_version=1, rules_json=terms, updated_at=now, **fields))

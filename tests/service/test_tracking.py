@@ -45,7 +45,8 @@ async def test_catalogue_lists_filters_and_pages(stack):
 async def test_partner_terms_and_quote(stack):
     ali = (await stack.tracking.GetPartner(pb.GetPartnerRequest(partner_id="aliexpress"))).partner
     assert ali.rules.cap_kopecks == 200000 and list(ali.rules.excluded_domains) == ["tmall.ru"]
-    assert ali.rules.app_orders_allowed and ali.rules.version == 1 and "2000.00 RUB" in ali.terms_text
+    assert ali.rules.app_orders_allowed and ali.rules.version == 1
+    assert "Не больше 2\u00a0000\u00a0₽ за одну покупку" in ali.terms_text
     quote = (await stack.tracking.QuoteCashback(pb.QuoteCashbackRequest(
         partner_id="aliexpress", facts=pb.PurchaseFacts(amount_kopecks=5_000_000, channel=pb.CHANNEL_APP)))).decision
     assert quote.reason == pb.DECISION_REASON_CAP_APPLIED and quote.cashback_kopecks == 200000
