@@ -9,7 +9,7 @@ import asyncio
 import random
 import signal
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import httpx
@@ -19,6 +19,7 @@ from cashback.ledger.v1 import ledger_pb2, ledger_pb2_grpc
 from scripts.stack import Process, Stack
 from services.common.grpc_client import open_channel
 from tests.e2e.conftest import sign_up, start_private_stack
+from tests.polling import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -69,16 +70,6 @@ async def http(own: OwnStack) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=own.gateway_url, timeout=10 * DEADLINE_SECONDS) as client:
         yield client
 
-
-async def eventually(probe: Callable[[], Awaitable[object]], *, attempts: int = 200,
-                     interval: float = 0.1) -> object:
-    """Bounded polling of a condition (no timing is asserted)."""
-    for _ in range(attempts):
-        result = await probe()
-        if result:
-            return result
-        await asyncio.sleep(interval)
-    raise AssertionError("condition not reached")
 
 
 def assert_problem(response: httpx.Response, status: int, code: str) -> None:

@@ -4,7 +4,6 @@ tracking outbox → balance and statement → notification → paying the phone 
 
 from __future__ import annotations
 
-import asyncio
 import random
 import uuid
 from datetime import UTC, datetime
@@ -13,6 +12,7 @@ import httpx
 import pytest
 
 from tests.e2e.conftest import direct_postback, port_in, sign_up
+from tests.polling import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -21,15 +21,6 @@ def random_beeline_number() -> str:
     """A number outside the program's operator (no automatic sweep to the phone bill)."""
     return f"+7903{random.randint(0, 9_999_999):07d}"
 
-
-async def eventually(probe, *, attempts: int = 100, interval: float = 0.1):
-    """Polls `probe` until it returns something truthy (bounded; no timing is asserted)."""
-    for _ in range(attempts):
-        result = await probe()
-        if result:
-            return result
-        await asyncio.sleep(interval)
-    raise AssertionError("condition not reached")
 
 
 async def test_one_purchase_earns_cashback_that_pays_the_phone_bill(http: httpx.AsyncClient, stack):

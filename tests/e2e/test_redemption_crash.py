@@ -14,7 +14,7 @@ import asyncio
 import random
 import signal
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import httpx
@@ -24,6 +24,7 @@ from cashback.ledger.v1 import ledger_pb2, ledger_pb2_grpc
 from scripts.stack import Process, Stack
 from services.common.grpc_client import open_channel
 from tests.e2e.conftest import sign_up, start_private_stack
+from tests.polling import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -101,16 +102,6 @@ async def crash(new_database, redis_url, tmp_path_factory) -> AsyncIterator[Cras
         await channel.close()
         await running.stop()
 
-
-async def eventually(probe: Callable[[], Awaitable[object]], *, attempts: int = 300,
-                     interval: float = 0.1) -> object:
-    """Bounded polling of a condition (no timing is asserted)."""
-    for _ in range(attempts):
-        result = await probe()
-        if result:
-            return result
-        await asyncio.sleep(interval)
-    raise AssertionError("condition not reached")
 
 
 @dataclass

@@ -9,7 +9,6 @@ forwards for in X-Forwarded-For)."""
 
 from __future__ import annotations
 
-import asyncio
 import random
 import uuid
 from collections.abc import AsyncIterator
@@ -25,6 +24,7 @@ from tests.e2e.conftest import (  # noqa: F401 - `http` is the e2e suite's fixtu
     http,
     start_private_stack,
 )
+from tests.polling import eventually
 
 STORE_KEY = {"X-Api-Key": "dev-store-key"}
 # Codes per client address per hour at identity: small, so that a test sees whose address counted.
@@ -44,15 +44,6 @@ def mts_number() -> str:
 def bearer(signed: dict) -> dict[str, str]:
     return {"Authorization": f"Bearer {signed['access_token']}"}
 
-
-async def eventually(probe, *, attempts: int = 150, interval: float = 0.1):
-    """Polls `probe` until it returns something truthy (bounded; nothing timed is asserted)."""
-    for _ in range(attempts):
-        result = await probe()
-        if result:
-            return result
-        await asyncio.sleep(interval)
-    raise AssertionError("condition not reached")
 
 
 async def earn(client: httpx.AsyncClient, signed: dict, amount_kopecks: int = 1_000_000) -> int:

@@ -9,7 +9,8 @@ import uuid
 import pytest
 
 from tests.e2e.conftest import port_in, sign_up
-from tests.security.conftest import bearer, beeline_number, earn, eventually, mts_number
+from tests.polling import eventually
+from tests.security.conftest import bearer, beeline_number, earn, mts_number
 
 pytestmark = pytest.mark.e2e
 
