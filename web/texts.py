@@ -46,6 +46,8 @@ def percent(bps: int) -> str:
 
 PURCHASE_STATUS = {"PENDING": "Ожидает подтверждения", "CONFIRMED": "Подтверждена магазином",
                    "ACCRUED": "Кэшбэк зачислен", "REJECTED": "Отклонена", "EXPIRED": "Не подтверждена вовремя"}
+REPORTED_STATUS = {"PENDING": "заказ оформлен, ждёт подтверждения", "CONFIRMED": "заказ подтверждён",
+                   "REJECTED": "заказ отменён или возвращён"}
 CLAIM_STATUS = {"OPEN": "На рассмотрении", "APPROVED": "Одобрена", "REJECTED": "Отклонена"}
 CERTIFICATE_STATUS = {"ACTIVE": "Действует", "REDEEMED": "Использован"}
 PAYMENT_STATUS = {"PROCESSING": "Проводится", "COMPLETED": "Зачислено на счёт", "FAILED": "Не прошёл"}

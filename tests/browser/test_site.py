@@ -120,6 +120,10 @@ async def test_a_member_finds_a_shop_earns_cashback_and_spends_it(new_context, s
     await expect(purchase.get_by_text(f"По условиям магазина покупка на {money(1_000_000)} даёт {money(cashback)} "
                                       "кэшбэка.")).to_be_visible()
     await check_page(page, "purchases")
+    # The purchase's own page: what the shop said, report by report.
+    await purchase.get_by_role("link", name=f"Все сообщения магазина о заказе {order}").click()
+    await expect(page.locator("ol.history")).to_contain_text("заказ оформлен, ждёт подтверждения")
+    await check_page(page)
 
     # Confirmed: credited (the accrual delay is 0 in dev), and the balance shows it.
     await send_postback(gateway, click_id, order, "approved", 1_000_000)

@@ -4,6 +4,7 @@ explained, and claims («кэшбэк не пришёл»)."""
 from __future__ import annotations
 
 from datetime import date
+from urllib.parse import quote
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
@@ -31,6 +32,16 @@ async def purchases(request: Request, session: BrowserSession, page_token: str =
     return page(request, session, "purchases.html", title="Мои покупки", purchases=found["purchases"],
                 next_page_token=found["next_page_token"],
                 partner_names=await _partner_names(session, {p["partner_id"] for p in found["purchases"]}))
+
+
+@router.get("/purchases/{purchase_id}")
+async def purchase(request: Request, session: BrowserSession, purchase_id: str) -> Response:
+    """One purchase with its history as the shop told it (superseded reports marked)."""
+    found = await session.call("GET", f"/v1/me/purchases/{quote(purchase_id, safe='')}")
+    p = found["purchase"]
+    names = await _partner_names(session, {p["partner_id"]})
+    return page(request, session, "purchase.html", title=f"Покупка в {names[p['partner_id']]}", p=p,
+                history=found["history"], partner_name=names[p["partner_id"]])
 
 
 async def _partner_names(session: BrowserSession, partner_ids: set[str]) -> dict[str, str]:
