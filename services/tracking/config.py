@@ -54,8 +54,6 @@ class Settings:
     outbox_lease_seconds: float = 30.0
     # Fast-path duplicates' audit records are moved from Redis to the database in batches this big.
     audit_flush_batch: int = 500
-    # Dev-only test hook: exit the process (like kill -9) right after a ledger credit succeeded and
-    # before its outbox row is marked sent. Ignored outside dev.
     catalogue_path: str = DEFAULT_CATALOGUE
     referral_bonus_kopecks: int = 3000
     # How often the accrual/expiry job looks for due purchases when it found none.
