@@ -1,18 +1,23 @@
-"""python -m gateway"""
+"""python -m gateway [config]"""
 
 from __future__ import annotations
+
+import sys
 
 import uvicorn
 
 from gateway.app import create_app
 from gateway.config import Settings
-from services.common.config import check_no_dev_override
+from services.common.config import check_no_dev_override, print_settings
 from services.common.credentials import service_token
 from services.common.logs import setup_logging
 
 
 def main() -> None:
     settings = Settings.from_env()
+    if sys.argv[1:] == ["config"]:
+        print_settings(settings)
+        return
     # Outside dev: no per-service dev switch, and the gateway's own service token, or no start.
     check_no_dev_override()
     service_token("gateway")
@@ -26,5 +31,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    setup_logging("gateway")
+    if sys.argv[1:] != ["config"]:
+        setup_logging("gateway")
     main()

@@ -5,7 +5,14 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 
-from services.common.config import ConfigError, cashback_env, env_float, env_int, env_str, redis_url, upstream_address
+from services.common.config import (
+    ConfigError,
+    cashback_env,
+    env_str,
+    redis_url,
+    settings_from_env,
+    upstream_address,
+)
 from services.common.credentials import hashed, keys_from_env
 
 # Dev-only client credentials (documented in the README; never accepted outside `env == "dev"`).
@@ -61,27 +68,15 @@ class Settings:
 
     @classmethod
     def from_env(cls) -> Settings:
-        env = cashback_env()
-        return cls(
-            host=env_str("GATEWAY_HOST", "127.0.0.1"),
-            port=env_int("GATEWAY_PORT", 8080),
-            env=env,
-            identity_address=upstream_address("identity", "gateway"),
-            tracking_address=upstream_address("tracking", "gateway"),
-            ledger_address=upstream_address("ledger", "gateway"),
-            redemption_address=upstream_address("redemption", "gateway"),
-            redis_url=redis_url(),
-            rpc_deadline_seconds=env_float("GATEWAY_RPC_DEADLINE_SECONDS", 5.0),
-            max_body_bytes=env_int("GATEWAY_MAX_BODY_BYTES", 64 * 1024),
-            store_keys=keys_from_env("GATEWAY_STORE_KEYS", DEV_STORE_KEYS),
-            ussd_keys=keys_from_env("GATEWAY_USSD_KEYS", DEV_USSD_KEYS),
-            support_keys=keys_from_env("GATEWAY_SUPPORT_KEYS", DEV_SUPPORT_KEYS),
-            rate_limit_per_user=env_int("GATEWAY_RATE_LIMIT_PER_USER", 600),
-            rate_limit_per_address=env_int("GATEWAY_RATE_LIMIT_PER_ADDRESS", 1200),
-            trusted_proxies=parse_networks("GATEWAY_TRUSTED_PROXIES", env_str("GATEWAY_TRUSTED_PROXIES", "")),
-            postback_batch_size=env_int("GATEWAY_POSTBACK_BATCH_SIZE", 200),
-            postback_batches_in_flight=env_int("GATEWAY_POSTBACK_BATCHES_IN_FLIGHT", 2),
-        )
+        return settings_from_env(cls, "gateway", computed={
+            "env": cashback_env(), "redis_url": redis_url(),
+            **{f"{service}_address": upstream_address(service, "gateway")
+               for service in ("identity", "tracking", "ledger", "redemption")},
+            "store_keys": keys_from_env("GATEWAY_STORE_KEYS", DEV_STORE_KEYS),
+            "ussd_keys": keys_from_env("GATEWAY_USSD_KEYS", DEV_USSD_KEYS),
+            "support_keys": keys_from_env("GATEWAY_SUPPORT_KEYS", DEV_SUPPORT_KEYS),
+            "trusted_proxies": parse_networks("GATEWAY_TRUSTED_PROXIES", env_str("GATEWAY_TRUSTED_PROXIES", "")),
+        })
 
     @classmethod
     def dev_keys(cls) -> dict[str, tuple[tuple[str, str], ...]]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from services.common.config import cashback_env, env_bool, env_float, env_int, env_str
+from services.common.config import cashback_env, env_str, settings_from_env
 
 # Signs the CSRF tokens of the forms. Dev only; outside dev WEB_SECRET must be set.
 DEV_SECRET = "dev-web-secret"
@@ -29,18 +29,9 @@ class Settings:
     @classmethod
     def from_env(cls) -> Settings:
         env = cashback_env()
-        secret = env_str("WEB_SECRET", DEV_SECRET if env == "dev" else "")
-        if not secret or (secret == DEV_SECRET and env != "dev"):
+        settings = settings_from_env(cls, "web", computed={"env": env}, defaults={
+            "secret": DEV_SECRET if env == "dev" else "", "cookie_secure": env != "dev",
+            "public_gateway_url": env_str("WEB_GATEWAY_URL", cls.gateway_url)})
+        if not settings.secret or (settings.secret == DEV_SECRET and env != "dev"):
             raise SystemExit("WEB_SECRET must be set outside dev (it signs the forms' CSRF tokens)")
-        gateway_url = env_str("WEB_GATEWAY_URL", "http://127.0.0.1:8080")
-        return cls(
-            host=env_str("WEB_HOST", "127.0.0.1"),
-            port=env_int("WEB_PORT", 8000),
-            env=env,
-            gateway_url=gateway_url,
-            public_gateway_url=env_str("WEB_PUBLIC_GATEWAY_URL", gateway_url),
-            secret=secret,
-            cookie_secure=env_bool("WEB_COOKIE_SECURE", env != "dev"),
-            cookie_domain=env_str("WEB_COOKIE_DOMAIN", ""),
-            gateway_timeout_seconds=env_float("WEB_GATEWAY_TIMEOUT_SECONDS", 10.0),
-        )
+        return settings

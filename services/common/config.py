@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import typing
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any, TypeVar
 
 ROOT = Path(__file__).resolve().parents[2]
 VAR_DIR = ROOT / "var"
@@ -13,6 +17,54 @@ DEFAULT_PORTS = {"identity": 50051, "tracking": 50052, "ledger": 50053, "redempt
 
 class ConfigError(ValueError):
     """A configuration variable is malformed."""
+
+
+S = TypeVar("S")
+_SECRET_SUFFIXES = ("secret", "secrets", "pepper", "_token", "password", "key_pem", "_keys")
+
+
+def settings_from_env(cls: type[S], service: str, *, computed: Mapping[str, object] | None = None,
+                      defaults: Mapping[str, object] | None = None) -> S:
+    """The one way a process reads its settings: every field of the dataclass `cls` from
+    `<SERVICE>_<FIELD>`, parsed by the field's type, with the default written once, in the class
+    (or in `defaults` where it depends on the environment, e.g. the platform's Redis URL).
+    `computed` gives the fields that come from shared rules instead (database URL, listening
+    port, upstream addresses: services/common/config.py)."""
+    hints = typing.get_type_hints(cls)
+    values: dict[str, object] = dict(computed or {})
+    for field in dataclasses.fields(cls):  # type: ignore[arg-type]
+        if field.name in values:
+            continue
+        default = (defaults or {}).get(field.name, field.default)
+        if default is dataclasses.MISSING:
+            raise TypeError(f"{cls.__name__}.{field.name} has no default: give it in computed or defaults")
+        reader = _READERS.get(hints[field.name])
+        if reader is None:
+            raise TypeError(f"{cls.__name__}.{field.name}: no reader for {hints[field.name]!r}")
+        values[field.name] = reader(f"{service.upper()}_{field.name.upper()}", default)
+    return cls(**values)
+
+
+def masked_settings(settings: object) -> list[tuple[str, str]]:
+    """The effective settings as (field, value) for `python -m <process> config`: secrets masked,
+    and a password in a URL too."""
+    shown = []
+    for field in dataclasses.fields(settings):  # type: ignore[arg-type]
+        value = getattr(settings, field.name)
+        text = str(value)
+        if field.name.endswith(_SECRET_SUFFIXES) and value:
+            text = "****"
+        elif isinstance(value, str) and "://" in value and "@" in value:
+            scheme, rest = value.split("://", 1)
+            credentials, host = rest.rsplit("@", 1)
+            text = f"{scheme}://{credentials.split(':', 1)[0]}:****@{host}"
+        shown.append((field.name, text))
+    return shown
+
+
+def print_settings(settings: object) -> None:
+    for name, value in masked_settings(settings):
+        print(f"{name} = {value}")
 
 
 def env_str(name: str, default: str) -> str:
@@ -99,3 +151,6 @@ def upstream_address(service: str, caller: str | None = None) -> str:
 def redis_url() -> str:
     """`REDIS_URL`; empty means: try a local Redis, and work without one if none answers."""
     return env_str("REDIS_URL", "")
+
+
+_READERS: dict[Any, Callable[[str, Any], Any]] = {str: env_str, int: env_int, float: env_float, bool: env_bool}

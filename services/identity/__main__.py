@@ -1,4 +1,5 @@
 """python -m services.identity               run the service
+python -m services.identity config        the effective settings (secrets masked)
 python -m services.identity list-keys     the access-token signing keys (kid, generation, created, retired)
 python -m services.identity rotate-key    add a new signing key now; it signs once published for
                                           IDENTITY_SIGNING_KEY_PUBLISH_SECONDS, and the old key keeps
@@ -17,8 +18,7 @@ import sys
 from services.common.clock import SystemClock
 from services.common.db import Database
 from services.common.errors import DomainError
-from services.common.grpc_server import serve
-from services.common.logs import setup_logging
+from services.common.main import run_service
 from services.common.migrate import upgrade_async
 from services.common.redis_store import WindowCounters
 from services.identity.app import build_runtime
@@ -26,12 +26,7 @@ from services.identity.config import Settings
 from services.identity.models import SigningKey
 from services.identity.service import Identity
 
-USAGE = "usage: python -m services.identity [list-keys | rotate-key | retire-key KID]"
-
-
-async def main() -> None:
-    settings = Settings.from_env()
-    await serve(build_runtime(settings), host=settings.host, port=settings.port)
+USAGE = "usage: python -m services.identity [config | list-keys | rotate-key | retire-key KID]"
 
 
 async def admin(command: str, args: list[str]) -> int:
@@ -66,7 +61,6 @@ async def admin(command: str, args: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 1:
+    if len(sys.argv) > 1 and sys.argv[1] != "config":
         sys.exit(asyncio.run(admin(sys.argv[1], sys.argv[2:])))
-    setup_logging("identity")
-    asyncio.run(main())
+    sys.exit(run_service("identity", Settings.from_env(), build_runtime, sys.argv[1:]))

@@ -1,16 +1,13 @@
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from services.common.config import (
     cashback_env,
     database_url,
-    env_bool,
-    env_float,
-    env_int,
-    env_str,
     listen_port,
     redis_url,
+    settings_from_env,
 )
 
 DEV_CODE_PEPPER = "dev-code-pepper"
@@ -98,53 +95,8 @@ class Settings:
 
     @classmethod
     def from_env(cls) -> Settings:
-        d = cls(database_url="")
-
-        def s(name: str, default: str) -> str:
-            return env_str(f"IDENTITY_{name}", default)
-
-        def i(name: str, default: int) -> int:
-            return env_int(f"IDENTITY_{name}", default)
-
-        return cls(
-            database_url=database_url("identity"),
-            host=s("HOST", d.host),
-            port=listen_port("identity"),
-            env=cashback_env(),
-            redis_url=s("REDIS_URL", redis_url()),
-            redis_prefix=s("REDIS_PREFIX", d.redis_prefix),
-            code_ttl_seconds=i("CODE_TTL_SECONDS", d.code_ttl_seconds),
-            resend_cooldown_seconds=i("RESEND_COOLDOWN_SECONDS", d.resend_cooldown_seconds),
-            max_code_attempts=i("MAX_CODE_ATTEMPTS", d.max_code_attempts),
-            code_pepper=s("CODE_PEPPER", d.code_pepper),
-            phone_max_failures=i("PHONE_MAX_FAILURES", d.phone_max_failures),
-            phone_lock_seconds=i("PHONE_LOCK_SECONDS", d.phone_lock_seconds),
-            phone_guess_budget=i("PHONE_GUESS_BUDGET", d.phone_guess_budget),
-            phone_guess_window_seconds=i("PHONE_GUESS_WINDOW_SECONDS", d.phone_guess_window_seconds),
-            phone_codes_per_hour=i("PHONE_CODES_PER_HOUR", d.phone_codes_per_hour),
-            phone_codes_per_day=i("PHONE_CODES_PER_DAY", d.phone_codes_per_day),
-            address_codes_per_hour=i("ADDRESS_CODES_PER_HOUR", d.address_codes_per_hour),
-            sms_per_minute=i("SMS_PER_MINUTE", d.sms_per_minute),
-            email_codes_per_hour=i("EMAIL_CODES_PER_HOUR", d.email_codes_per_hour),
-            access_token_ttl_seconds=i("ACCESS_TOKEN_TTL_SECONDS", d.access_token_ttl_seconds),
-            refresh_token_ttl_seconds=i("REFRESH_TOKEN_TTL_SECONDS", d.refresh_token_ttl_seconds),
-            signing_key_lifetime_seconds=i("SIGNING_KEY_LIFETIME_SECONDS", d.signing_key_lifetime_seconds),
-            signing_key_publish_seconds=i("SIGNING_KEY_PUBLISH_SECONDS", d.signing_key_publish_seconds),
-            signing_key_check_seconds=env_float("IDENTITY_SIGNING_KEY_CHECK_SECONDS", d.signing_key_check_seconds),
-            operator_name=s("OPERATOR_NAME", d.operator_name),
-            operator_sso_public_key_pem=s("OPERATOR_SSO_PUBLIC_KEY_PEM", "").replace("\\n", "\n"),
-            operator_sso_issuer=s("OPERATOR_SSO_ISSUER", d.operator_sso_issuer),
-            operator_sso_audience=s("OPERATOR_SSO_AUDIENCE", d.operator_sso_audience),
-            sms_url=s("SMS_URL", ""),
-            sms_token=s("SMS_TOKEN", ""),
-            sms_sender=s("SMS_SENDER", d.sms_sender),
-            smtp_host=s("SMTP_HOST", ""),
-            smtp_port=i("SMTP_PORT", d.smtp_port),
-            smtp_user=s("SMTP_USER", ""),
-            smtp_password=s("SMTP_PASSWORD", ""),
-            smtp_starttls=env_bool("IDENTITY_SMTP_STARTTLS", d.smtp_starttls),
-            email_from=s("EMAIL_FROM", d.email_from),
-            outbox_poll_seconds=env_float("IDENTITY_OUTBOX_POLL_SECONDS", d.outbox_poll_seconds),
-            record_retention_seconds=i("RECORD_RETENTION_SECONDS", d.record_retention_seconds),
-            cleanup_interval_seconds=env_float("IDENTITY_CLEANUP_INTERVAL_SECONDS", d.cleanup_interval_seconds),
-        )
+        settings = settings_from_env(cls, "identity", computed={
+            "database_url": database_url("identity"), "port": listen_port("identity"), "env": cashback_env(),
+        }, defaults={"redis_url": redis_url()})
+        # A PEM in one environment line has its newlines written as \n.
+        return replace(settings, operator_sso_public_key_pem=settings.operator_sso_public_key_pem.replace("\\n", "\n"))

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from services.common.config import cashback_env, database_url, env_int, env_str, listen_port
+from services.common.config import cashback_env, database_url, listen_port, settings_from_env
 
 
 @dataclass(frozen=True)
@@ -17,10 +17,5 @@ class Settings:
 
     @classmethod
     def from_env(cls) -> Settings:
-        return cls(
-            database_url=database_url("ledger"),
-            host=env_str("LEDGER_HOST", "127.0.0.1"),
-            port=listen_port("ledger"),
-            env=cashback_env(),
-            default_pending_timeout_seconds=env_int("LEDGER_DEFAULT_PENDING_TIMEOUT_SECONDS", 3600),
-        )
+        return settings_from_env(cls, "ledger", computed={
+            "database_url": database_url("ledger"), "port": listen_port("ledger"), "env": cashback_env()})

@@ -1,20 +1,12 @@
-"""python -m services.redemption"""
+"""python -m services.redemption [config]"""
 
 from __future__ import annotations
 
-import asyncio
+import sys
 
-from services.common.grpc_server import serve
-from services.common.logs import setup_logging
+from services.common.main import run_service
 from services.redemption.app import build_runtime
 from services.redemption.config import Settings
 
-
-async def main() -> None:
-    settings = Settings.from_env()
-    await serve(build_runtime(settings), host=settings.host, port=settings.port)
-
-
 if __name__ == "__main__":
-    setup_logging("redemption")
-    asyncio.run(main())
+    sys.exit(run_service("redemption", Settings.from_env(), build_runtime, sys.argv[1:]))

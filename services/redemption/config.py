@@ -5,10 +5,8 @@ from dataclasses import dataclass
 from services.common.config import (
     cashback_env,
     database_url,
-    env_float,
-    env_int,
-    env_str,
     listen_port,
+    settings_from_env,
     upstream_address,
 )
 
@@ -39,16 +37,9 @@ class Settings:
 
     @classmethod
     def from_env(cls) -> Settings:
-        return cls(
-            database_url=database_url("redemption"),
-            host=env_str("REDEMPTION_HOST", "127.0.0.1"),
-            port=listen_port("redemption"),
-            env=env_str("REDEMPTION_ENV", cashback_env()),  # "dev" only with CASHBACK_ENV=dev (serve checks)
-            identity_address=env_str("REDEMPTION_IDENTITY_ADDRESS", upstream_address("identity")),
-            ledger_address=env_str("REDEMPTION_LEDGER_ADDRESS", upstream_address("ledger")),
-            billing_url=env_str("REDEMPTION_BILLING_URL", DEV_BILLING_URL),
-            billing_timeout_seconds=env_float("REDEMPTION_BILLING_TIMEOUT_SECONDS", 5.0),
-            reconcile_interval_seconds=env_float("REDEMPTION_RECONCILE_INTERVAL_SECONDS", 5.0),
-            claim_lease_seconds=env_float("REDEMPTION_CLAIM_LEASE_SECONDS", 30.0),
-            hold_timeout_seconds=env_int("REDEMPTION_HOLD_TIMEOUT_SECONDS", 7 * 24 * 3600),
-        )
+        # env: "dev" only with CASHBACK_ENV=dev (serve checks).
+        return settings_from_env(cls, "redemption", computed={
+            "database_url": database_url("redemption"), "port": listen_port("redemption"),
+            "identity_address": upstream_address("identity", "redemption"),
+            "ledger_address": upstream_address("ledger", "redemption"),
+        }, defaults={"env": cashback_env()})

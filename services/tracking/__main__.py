@@ -1,20 +1,12 @@
-"""python -m services.tracking"""
+"""python -m services.tracking [config]"""
 
 from __future__ import annotations
 
-import asyncio
+import sys
 
-from services.common.grpc_server import serve
-from services.common.logs import setup_logging
+from services.common.main import run_service
 from services.tracking.app import build_runtime
 from services.tracking.config import Settings
 
-
-async def main() -> None:
-    settings = Settings.from_env()
-    await serve(build_runtime(settings), host=settings.host, port=settings.port)
-
-
 if __name__ == "__main__":
-    setup_logging("tracking")
-    asyncio.run(main())
+    sys.exit(run_service("tracking", Settings.from_env(), build_runtime, sys.argv[1:]))

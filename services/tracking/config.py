@@ -7,11 +7,9 @@ from services.common.config import (
     ConfigError,
     cashback_env,
     database_url,
-    env_float,
-    env_int,
-    env_str,
     listen_port,
     redis_url,
+    settings_from_env,
     upstream_address,
 )
 from services.tracking.postbacks import NetworkConfig, parse_allow_list
@@ -83,23 +81,9 @@ class Settings:
 
     @classmethod
     def from_env(cls) -> Settings:
-        return cls(
-            database_url=database_url("tracking"),
-            host=env_str("TRACKING_HOST", "127.0.0.1"),
-            port=listen_port("tracking"),
-            env=env_str("TRACKING_ENV", cashback_env()),
-            redis_url=env_str("TRACKING_REDIS_URL", redis_url()),
-            identity_address=upstream_address("identity", "tracking"),
-            ledger_address=upstream_address("ledger", "tracking"),
-            redemption_address=upstream_address("redemption", "tracking"),
-            accrual_delay_seconds=env_int("TRACKING_ACCRUAL_DELAY_SECONDS", 86400),
-            pending_expiry_days=env_int("TRACKING_PENDING_EXPIRY_DAYS", 90),
-            direct_secrets=env_str("TRACKING_DIRECT_SECRETS", ""),
-            admitad_secret=env_str("TRACKING_ADMITAD_SECRET", ""),
-            postback_tolerance_seconds=env_int("TRACKING_POSTBACK_TOLERANCE_SECONDS", 300),
-            catalogue_path=env_str("TRACKING_CATALOGUE_PATH", DEFAULT_CATALOGUE),
-            direct_allowed_ips=env_str("TRACKING_DIRECT_ALLOWED_IPS", ""),
-            admitad_allowed_ips=env_str("TRACKING_ADMITAD_ALLOWED_IPS", ""),
-            outbox_lease_seconds=env_float("TRACKING_OUTBOX_LEASE_SECONDS", 30.0),
-            audit_flush_batch=env_int("TRACKING_AUDIT_FLUSH_BATCH", 500),
-        )
+        return settings_from_env(cls, "tracking", computed={
+            "database_url": database_url("tracking"), "port": listen_port("tracking"),
+            "identity_address": upstream_address("identity", "tracking"),
+            "ledger_address": upstream_address("ledger", "tracking"),
+            "redemption_address": upstream_address("redemption", "tracking"),
+        }, defaults={"env": cashback_env(), "redis_url": redis_url()})
