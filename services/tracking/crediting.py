@@ -16,6 +16,7 @@ so the relay's retries are idempotent at the ledger and no movement is made twic
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -24,7 +25,7 @@ from services.common.outbox import enqueue
 from services.tracking import domain
 from services.tracking.domain import PurchaseStatus
 from services.tracking.models import OutboxMessage, Purchase
-from services.tracking.upstreams import CREDIT_TOPIC, REVERSAL_TOPIC, SWEEP_TOPIC, credit_payload, reversal_payload
+from services.tracking.upstreams import CREDIT_TOPIC, REVERSAL_TOPIC, SWEEP_TOPIC, CreditMessage, ReversalMessage
 
 
 def _funding(purchase: Purchase) -> tuple[str, str]:
@@ -51,19 +52,19 @@ def settle(session: AsyncSession, purchase: Purchase, now: datetime, *, partner_
     n = purchase.credit_count
     if due > 0:
         transfer_id = _first_credit_id(purchase) if n == 0 else f"cashback:{purchase.id}:{n}"
-        payload = credit_payload(
+        payload = asdict(CreditMessage(
             transfer_id=transfer_id, system=system, kind=kind, user_id=purchase.user_id, amount_kopecks=due,
             reference=purchase.id, notify_key=f"cashback-credited:{purchase.id}" + (f":{n}" if n else ""),
-            partner_name=partner_name, referral_check=first_partner_credit and n == 0)
+            partner_name=partner_name, referral_check=first_partner_credit and n == 0))
         enqueue(session, OutboxMessage, topic=CREDIT_TOPIC, key=transfer_id, now=now, payload=payload)
         if sweeps and purchase.source != "activation":
             # Its own message, committed with the credit's (see services/tracking/upstreams.py).
             enqueue(session, OutboxMessage, topic=SWEEP_TOPIC, key=f"sweep:{transfer_id}", now=now, payload=payload)
     else:
         reversal_id = f"reversal:{purchase.id}:{n}"
-        enqueue(session, OutboxMessage, topic=REVERSAL_TOPIC, key=reversal_id, now=now, payload=reversal_payload(
+        enqueue(session, OutboxMessage, topic=REVERSAL_TOPIC, key=reversal_id, now=now, payload=asdict(ReversalMessage(
             reversal_id=reversal_id, system=system, user_id=purchase.user_id, amount_kopecks=-due,
-            reference=purchase.id, notify_key=f"cashback-reversed:{purchase.id}:{n}", partner_name=partner_name))
+            reference=purchase.id, notify_key=f"cashback-reversed:{purchase.id}:{n}", partner_name=partner_name)))
     purchase.credited_kopecks += due
     purchase.credit_count = n + 1
     return due

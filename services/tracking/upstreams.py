@@ -1,6 +1,6 @@
 """Calls to identity and the ledger, and the outbox handler that delivers credits.
 
-The credit handler runs the steps of one accrual in order, each idempotent at the callee by its
+The credit handler runs the steps of one accrual (a `CreditMessage`) in order, each idempotent at the callee by its
 key, so a retry after any crash repeats nothing: the ledger transfer (`cashback:<purchase_id>` or
 `activation:<activation_id>`), then, for a user's first credited purchase, the referral bonus
 (`referral:<user_id>`, exactly once per referred user whatever the number of attempts), then the
@@ -18,6 +18,7 @@ whichever row runs first creates it, once."""
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -113,19 +114,33 @@ def _raise_classified(exc: grpc.aio.AioRpcError) -> None:
     raise exc
 
 
-def credit_payload(*, transfer_id: str, system: str, kind: str, user_id: str, amount_kopecks: int,
-                   reference: str, notify_key: str, partner_name: str, referral_check: bool) -> dict[str, Any]:
-    return {
-        "transfer_id": transfer_id, "system": system, "kind": kind, "user_id": user_id,
-        "amount_kopecks": amount_kopecks, "reference": reference, "notify_key": notify_key,
-        "partner_name": partner_name, "referral_check": referral_check,
-    }
+@dataclass(frozen=True)
+class CreditMessage:
+    """A `credit` (and `sweep`) outbox message: one ledger credit of a purchase's cashback, then
+    the user's notification. `system` and `kind` name the ledger's SystemAccount and TransferKind."""
+
+    transfer_id: str
+    system: str
+    kind: str
+    user_id: str
+    amount_kopecks: int
+    reference: str
+    notify_key: str
+    partner_name: str
+    referral_check: bool  # the user's first partner credit: a referrer may earn the bonus
 
 
-def reversal_payload(*, reversal_id: str, system: str, user_id: str, amount_kopecks: int, reference: str,
-                     notify_key: str, partner_name: str) -> dict[str, Any]:
-    return {"reversal_id": reversal_id, "system": system, "user_id": user_id, "amount_kopecks": amount_kopecks,
-            "reference": reference, "notify_key": notify_key, "partner_name": partner_name}
+@dataclass(frozen=True)
+class ReversalMessage:
+    """A `reversal` outbox message: the ledger's ReverseCredit, then the user's notification."""
+
+    reversal_id: str
+    system: str
+    user_id: str
+    amount_kopecks: int
+    reference: str
+    notify_key: str
+    partner_name: str
 
 
 class ReversalHandler:
@@ -136,16 +151,16 @@ class ReversalHandler:
         self._identity = identity
         self._ledger = ledger
 
-    async def __call__(self, key: str, p: dict[str, Any]) -> None:
+    async def __call__(self, key: str, payload: dict[str, Any]) -> None:
+        m = ReversalMessage(**payload)
         try:
-            result = await self._ledger.reverse(p["reversal_id"], p["system"], p["user_id"], p["amount_kopecks"],
-                                                p["reference"])
-            await self._identity.notify(p["notify_key"], p["user_id"], "cashback_reversed", {
-                "amount_kopecks": str(p["amount_kopecks"]), "partner_name": p["partner_name"],
+            result = await self._ledger.reverse(m.reversal_id, m.system, m.user_id, m.amount_kopecks, m.reference)
+            await self._identity.notify(m.notify_key, m.user_id, "cashback_reversed", {
+                "amount_kopecks": str(m.amount_kopecks), "partner_name": m.partner_name,
                 "debt_kopecks": str(result.debt_kopecks)})
         except grpc.aio.AioRpcError as exc:
             _raise_classified(exc)
-        log.info("reversal %s: %d kopecks taken back, %d became debt", p["reversal_id"], result.taken_kopecks,
+        log.info("reversal %s: %d kopecks taken back, %d became debt", m.reversal_id, result.taken_kopecks,
                  result.debt_kopecks)
 
 
@@ -157,14 +172,14 @@ class CreditHandler:
         self._ledger = ledger
         self._bonus = referral_bonus_kopecks
 
-    async def __call__(self, key: str, p: dict[str, Any]) -> None:
+    async def __call__(self, key: str, payload: dict[str, Any]) -> None:
+        m = CreditMessage(**payload)
         try:
-            await self._ledger.credit(p["transfer_id"], p["system"], p["user_id"], p["amount_kopecks"], p["kind"],
-                                      p["reference"])
-            if p["referral_check"]:
-                await self._referral_bonus(p["user_id"])
-            await self._identity.notify(p["notify_key"], p["user_id"], "cashback_credited", {
-                "amount_kopecks": str(p["amount_kopecks"]), "partner_name": p["partner_name"]})
+            await self._ledger.credit(m.transfer_id, m.system, m.user_id, m.amount_kopecks, m.kind, m.reference)
+            if m.referral_check:
+                await self._referral_bonus(m.user_id)
+            await self._identity.notify(m.notify_key, m.user_id, "cashback_credited", {
+                "amount_kopecks": str(m.amount_kopecks), "partner_name": m.partner_name})
         except grpc.aio.AioRpcError as exc:
             _raise_classified(exc)
 
@@ -188,14 +203,14 @@ class SweepHandler:
         self._ledger = ledger
         self._redemption = redemption
 
-    async def __call__(self, key: str, p: dict[str, Any]) -> None:
+    async def __call__(self, key: str, payload: dict[str, Any]) -> None:
+        m = CreditMessage(**payload)
         try:
-            await self._ledger.credit(p["transfer_id"], p["system"], p["user_id"], p["amount_kopecks"], p["kind"],
-                                      p["reference"])
+            await self._ledger.credit(m.transfer_id, m.system, m.user_id, m.amount_kopecks, m.kind, m.reference)
             # The part of the credit that repaid a debt never reached the user's points: not sweepable.
-            amount = p["amount_kopecks"] - await self._ledger.repaid(p["transfer_id"])
-            payment_id = await self._redemption.sweep(p["user_id"], p["transfer_id"], amount) if amount > 0 else ""
+            amount = m.amount_kopecks - await self._ledger.repaid(m.transfer_id)
+            payment_id = await self._redemption.sweep(m.user_id, m.transfer_id, amount) if amount > 0 else ""
         except grpc.aio.AioRpcError as exc:
             _raise_classified(exc)
         if payment_id:
-            log.info("credit %s swept to the phone bill as payment %s", p["transfer_id"], payment_id)
+            log.info("credit %s swept to the phone bill as payment %s", m.transfer_id, payment_id)
