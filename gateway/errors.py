@@ -45,7 +45,8 @@ HTTP_BY_REASON: dict[str, int] = {"IDEMPOTENCY_KEY_REUSED": 422}
 
 TITLES: dict[int, str] = {
     400: "Bad request", 401: "Unauthenticated", 403: "Forbidden", 404: "Not found",
-    405: "Method not allowed", 409: "Conflict", 413: "Request body too large", 422: "Request refused",
+    405: "Method not allowed", 409: "Conflict", 413: "Request body too large", 414: "Request target too long",
+    422: "Request refused", 431: "Request headers too large",
     429: "Too many requests", 500: "Internal error", 503: "Service unavailable", 504: "Upstream timeout",
 }
 # Messages of these codes come from grpc itself (addresses, stack-ish text), not from our services.

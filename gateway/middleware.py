@@ -1,6 +1,7 @@
 """ASGI middleware: a request id on every request (taken from X-Request-Id or made up, echoed
-back, bound to the logs and passed to the services as gRPC metadata), a cap on the request body
-(413), an access log line, and the last line of defence against unknown errors (500)."""
+back, bound to the logs and passed to the services as gRPC metadata), caps on the request line
+(414 over MAX_TARGET_BYTES), the headers (431 over MAX_HEADER_BYTES) and the body (413), an access
+log line, and the last line of defence against unknown errors (500)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ from services.common.logs import request_id_var
 
 log = logging.getLogger("cashback.gateway.access")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+MAX_TARGET_BYTES = 8 * 1024  # path and query string
+MAX_HEADER_BYTES = 16 * 1024  # every header's name and value together
 
 
 class BodyTooLarge(HTTPException):
@@ -44,6 +47,8 @@ class GatewayMiddleware:
                 declared = value.decode("latin-1")
         request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
         token = request_id_var.set(request_id)
+        target = len(scope.get("raw_path") or scope.get("path", "").encode()) + len(scope.get("query_string", b""))
+        header_bytes = sum(len(k) + len(v) for k, v in scope.get("headers", ()))
         started = time.monotonic()
         state: dict[str, Any] = {"status": None}
 
@@ -66,6 +71,14 @@ class GatewayMiddleware:
             return message
 
         try:
+            if target > MAX_TARGET_BYTES:
+                await problem_response(414, "URI_TOO_LONG", f"The path and query are longer than {MAX_TARGET_BYTES} "
+                                       "bytes.")(scope, receive, send_with_id)
+                return
+            if header_bytes > MAX_HEADER_BYTES:
+                await problem_response(431, "HEADERS_TOO_LARGE", f"The headers are larger than {MAX_HEADER_BYTES} "
+                                       "bytes.")(scope, receive, send_with_id)
+                return
             if declared.isdigit() and int(declared) > self.max_body_bytes:
                 raise BodyTooLarge
             await self.app(scope, limited_receive, send_with_id)

@@ -17,6 +17,7 @@ from gateway.config import Settings
 from services.common.batching import Batcher
 from services.common.grpc_client import failure_as_error, open_channel
 
+MAX_POSTBACK_BATCH_BYTES = 2 * 1024 * 1024
 PostbackBatcher = Batcher[tracking_pb2.IngestPostbackRequest, tracking_pb2.IngestPostbackResponse]
 
 
@@ -33,8 +34,11 @@ class Upstreams:
     _postbacks: PostbackBatcher = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
+        # Bounded in bytes too, well under gRPC's 4 MiB message limit: big refused bodies arriving together
+        # never make a batch fail for the good postbacks in it.
         self._postbacks = Batcher(self._ingest_postbacks, name="postbacks", max_size=self.postback_batch_size,
-                                  max_in_flight=self.postback_batches_in_flight)
+                                  max_in_flight=self.postback_batches_in_flight,
+                                  weight=lambda request: request.ByteSize(), max_weight=MAX_POSTBACK_BATCH_BYTES)
 
     async def ingest_postback(self, request: tracking_pb2.IngestPostbackRequest
                               ) -> tracking_pb2.IngestPostbackResponse:

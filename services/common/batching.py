@@ -9,6 +9,9 @@ items that arrive while a batch is in flight form the next one. The cost of a ro
 statements, the transaction, the syscalls, and above all the Python around them — is paid once per
 batch instead of once per caller.
 
+A batch may also be bounded by weight (`weight` of each item, at most `max_weight` together; an
+item heavier than that goes alone): e.g. bytes, under a message size limit.
+
 The handler answers one entry per item, in order: a result, or an exception meant for that item's
 caller alone. An exception raised by the handler itself reaches every caller of the batch.
 A caller that is cancelled while waiting does not cancel the batch (other callers share it); its
@@ -30,13 +33,18 @@ log = logging.getLogger("cashback.batching")
 
 class Batcher(Generic[T, R]):
     def __init__(self, handle: Callable[[list[T]], Awaitable[Sequence[R | BaseException]]], *, name: str,
-                 max_size: int = 256, max_in_flight: int = 1) -> None:
+                 max_size: int = 256, max_in_flight: int = 1, weight: Callable[[T], int] | None = None,
+                 max_weight: int = 0) -> None:
         if max_size < 1 or max_in_flight < 1:
             raise ValueError("max_size and max_in_flight must be at least 1")
+        if (weight is None) != (max_weight <= 0):
+            raise ValueError("weight and a positive max_weight go together")
         self._handle = handle
         self.name = name
         self._max_size = max_size
         self._max_in_flight = max_in_flight
+        self._weight = weight
+        self._max_weight = max_weight
         self._waiting: list[tuple[T, asyncio.Future[R]]] = []
         self._in_flight = 0
         self._tasks: set[asyncio.Task[None]] = set()
@@ -59,7 +67,8 @@ class Batcher(Generic[T, R]):
     async def _run(self) -> None:
         # Taken when the task first runs, not when it was created: items submitted in the same
         # turn of the event loop join this batch.
-        batch, self._waiting = self._waiting[:self._max_size], self._waiting[self._max_size:]
+        taken = self._take()
+        batch, self._waiting = self._waiting[:taken], self._waiting[taken:]
         try:
             if batch:
                 await self._deliver(batch)
@@ -67,6 +76,18 @@ class Batcher(Generic[T, R]):
             self._in_flight -= 1
             if self._waiting and self._in_flight < self._max_in_flight:
                 self._start()
+
+    def _take(self) -> int:
+        """How many of the waiting items the next batch takes (at least one)."""
+        count = min(len(self._waiting), self._max_size)
+        if self._weight is None:
+            return count
+        total = 0
+        for i in range(count):
+            total += self._weight(self._waiting[i][0])
+            if total > self._max_weight and i > 0:
+                return i
+        return count
 
     async def _deliver(self, batch: list[tuple[T, asyncio.Future[R]]]) -> None:
         self.batches += 1

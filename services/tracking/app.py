@@ -14,9 +14,10 @@ from services.common.grpc_client import open_channel
 from services.common.grpc_server import Runtime
 from services.common.migrate import upgrade_async
 from services.common.outbox import OutboxRelay
-from services.common.redis_store import connect_redis
+from services.common.redis_store import WindowCounters, connect_redis
 from services.tracking.audit import AuditSpool
 from services.tracking.config import Settings
+from services.tracking.ingestion import RefusalBudget
 from services.tracking.models import OutboxMessage
 from services.tracking.service import Tracking
 from services.tracking.servicer import TrackingServicer
@@ -51,6 +52,7 @@ async def build_runtime(settings: Settings, clock: Clock | None = None) -> Runti
                        batch=settings.audit_flush_batch)
     tracking = Tracking(
         db, clock, identity=identity, networks=networks, spool=spool,
+        refusals=RefusalBudget(WindowCounters(redis, settings.redis_prefix), settings.refused_postbacks_per_minute),
         accrual_delay=timedelta(seconds=settings.accrual_delay_seconds),
         pending_expiry=timedelta(days=settings.pending_expiry_days),
         sweeps=redemption_channel is not None,

@@ -35,6 +35,7 @@ import base64
 import hashlib
 import json
 import logging
+import re
 import uuid
 from datetime import datetime
 from typing import Any
@@ -64,13 +65,47 @@ APPLIED = "applied"
 GROUP = "flush"
 
 
+# What the audit keeps of a request: bounded (a flood of big refused requests cannot fill the table)
+# and redacted (no secret, signature, credential or cookie is stored, in the database or in Redis).
+MAX_STORED_BODY = 64 * 1024  # the gateway's own limit: an accepted postback is stored whole
+MAX_STORED_REFUSED_BODY = 2 * 1024
+MAX_STORED_QUERY = 2 * 1024
+MAX_STORED_HEADERS = 30
+MAX_STORED_HEADER_VALUE = 256
+_MASKED_HEADERS = {"authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key",
+                   "x-cashback-signature"}
+_SECRET_PARAMS = re.compile(r"(^|&)(secret|token|signature|sig|key|password|api_key)=[^&]*", re.IGNORECASE)
+MASK = "****"
+
+
+def redact_query(text: str) -> str:
+    """A query string or form body with the values of secret-looking parameters masked."""
+    return _SECRET_PARAMS.sub(lambda m: f"{m.group(1)}{m.group(2)}={MASK}", text)
+
+
+def _stored_headers(headers: dict[str, str]) -> dict[str, str]:
+    kept = sorted(headers.items())[:MAX_STORED_HEADERS]
+    return {k[:64]: MASK if k.lower() in _MASKED_HEADERS else v[:MAX_STORED_HEADER_VALUE] for k, v in kept}
+
+
+def _stored_body(body: bytes, headers: dict[str, str], refused: bool) -> bytes:
+    body = body[:MAX_STORED_REFUSED_BODY if refused else MAX_STORED_BODY]
+    if "form" in headers.get("content-type", "") or b"secret=" in body:
+        body = redact_query(body.decode("utf-8", "replace")).encode()
+    return body
+
+
 def audit_record(*, postback_id: str, network: str, http_method: str, query_string: str, body: bytes,
                  headers: dict[str, str], remote_address: str, received_at: datetime, outcome: str, detail: str,
-                 fingerprint: str, order_id: str, part_id: str, purchase_id: str = "") -> dict[str, Any]:
-    """One `postbacks` row as the columns' values (what `insert_postbacks_once` takes)."""
+                 fingerprint: str, order_id: str, part_id: str, purchase_id: str = "",
+                 refused: bool = False) -> dict[str, Any]:
+    """One `postbacks` row as the columns' values (what `insert_postbacks_once` takes): the request
+    bounded and redacted (see above); a refused one keeps less of its body."""
     return {
-        "id": postback_id, "network": network[:64], "http_method": http_method[:8], "query_string": query_string,
-        "body": body, "headers_json": json.dumps(headers, sort_keys=True), "remote_address": remote_address[:128],
+        "id": postback_id, "network": network[:64], "http_method": http_method[:8],
+        "query_string": redact_query(query_string[:MAX_STORED_QUERY]),
+        "body": _stored_body(body, headers, refused),
+        "headers_json": json.dumps(_stored_headers(headers), sort_keys=True), "remote_address": remote_address[:128],
         "received_at": received_at, "outcome": outcome, "detail": detail[:200], "fingerprint": fingerprint,
         "order_id": order_id, "part_id": part_id, "purchase_id": purchase_id,
     }

@@ -54,6 +54,9 @@ class Settings:
     audit_flush_batch: int = 500
     catalogue_path: str = DEFAULT_CATALOGUE
     referral_bonus_kopecks: int = 3000
+    # Refused postbacks (bad signature, malformed…) stored per client address and minute; past it they
+    # are answered 429 and not stored (0: no limit).
+    refused_postbacks_per_minute: int = 120
     # How often the accrual/expiry job looks for due purchases when it found none.
     job_interval_seconds: float = 1.0
 

@@ -15,7 +15,14 @@ from dataclasses import asdict, dataclass
 from datetime import date, datetime
 from typing import Any
 
-from services.common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, Unauthenticated
+from services.common.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+    Unauthenticated,
+)
 
 MAX_RATE_BPS = 8000  # no rate above 80 %
 ONE_ROUBLE = 100
@@ -144,6 +151,10 @@ class OrderNotClaimable(FailedPrecondition):
 
 class ClaimAmountMismatch(FailedPrecondition):
     reason = "CLAIM_AMOUNT_MISMATCH"
+
+
+class RefusalsLimited(ResourceExhausted):
+    reason = "RATE_LIMITED"
 
 
 class PurchaseNotFound(NotFound):

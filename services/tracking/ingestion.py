@@ -36,6 +36,7 @@ from services.common.batching import Batcher
 from services.common.clock import Clock
 from services.common.db import Database
 from services.common.errors import DomainError, Unauthenticated
+from services.common.redis_store import WindowCounters
 from services.tracking import domain, postbacks
 from services.tracking.audit import AuditSpool, audit_record
 from services.tracking.crediting import settle
@@ -87,8 +88,10 @@ def _report_row(report: Report, purchase_id: str, postback_id: str, now: datetim
 
 class Ingestion:
     def __init__(self, db: Database, clock: Clock, *, networks: dict[str, NetworkConfig], spool: AuditSpool,
-                 on_confirmed: Callable[[], None], on_settled: Callable[[], None], sweeps: bool = False) -> None:
+                 refusals: RefusalBudget, on_confirmed: Callable[[], None], on_settled: Callable[[], None],
+                 sweeps: bool = False) -> None:
         self._db = db
+        self._refusals = refusals
         self._clock = clock
         self._networks = networks
         self._spool = spool
@@ -104,10 +107,13 @@ class Ingestion:
         try:
             report = postbacks.parse(raw, self._networks, now)
         except DomainError as exc:
+            if not await self._refusals.allow(raw.remote_address, now):
+                raise domain.RefusalsLimited(  # a flood from one address stores nothing more
+                    "too many refused postbacks from this address; retry later", retry_after_seconds=60) from exc
             outcome = PostbackOutcome.UNAUTHENTICATED if isinstance(exc, Unauthenticated) else PostbackOutcome.REJECTED
             await self._audit(audit_record(**_raw_fields(raw), received_at=now, postback_id=str(uuid.uuid4()),
                                            outcome=outcome.value, detail=exc.reason, fingerprint="", order_id="",
-                                           part_id=""))
+                                           part_id="", refused=True))
             raise
         fingerprint = report.fingerprint
         record = audit_record(**_raw_fields(raw), received_at=now, postback_id=str(uuid.uuid4()),
@@ -297,6 +303,30 @@ class Ingestion:
             outcome = PostbackOutcome.ACCEPTED if purchase.user_id else PostbackOutcome.UNATTRIBUTED
         return await answer(outcome, purchase.id, move.detail, effect="APPLIED", settled=settled,
                             confirmed=move.status is PurchaseStatus.CONFIRMED)
+
+
+class RefusalBudget:
+    """How many refused postbacks (bad signature, malformed…) one client address may have stored per
+    minute; past it they are answered 429 RATE_LIMITED and not stored, so that a flood without
+    credentials cannot fill the audit. Counted in Redis across replicas, in the process without."""
+
+    def __init__(self, counters: WindowCounters, per_minute: int) -> None:
+        self._counters = counters
+        self._per_minute = per_minute
+        self._local: dict[str, int] = {}
+        self._local_window = -1
+
+    async def allow(self, address: str, now: datetime) -> bool:
+        if self._per_minute <= 0:
+            return True
+        window = int(now.timestamp()) // 60
+        key = f"refused-postbacks:{address}:{window}"
+        count = await self._counters.hit(key, ttl_seconds=120)
+        if count is None:
+            if window != self._local_window:
+                self._local, self._local_window = {}, window
+            count = self._local[key] = self._local.get(key, 0) + 1
+        return count <= self._per_minute
 
 
 def decide_claim(claim: Claim, status: ClaimStatus, purchase_id: str, decided_by: str, now: datetime) -> None:

@@ -26,7 +26,7 @@ from services.tracking.activations import Activations
 from services.tracking.audit import AuditSpool
 from services.tracking.claims import Claims
 from services.tracking.domain import Decision, PurchaseFacts
-from services.tracking.ingestion import Ingestion
+from services.tracking.ingestion import Ingestion, RefusalBudget
 from services.tracking.lifecycle import Lifecycle
 from services.tracking.models import Category, Click, Partner, PartnerRuleSet
 from services.tracking.postbacks import NetworkConfig
@@ -50,14 +50,16 @@ class Tracking:
     operator's services (activations.py) and claims (claims.py)."""
 
     def __init__(self, db: Database, clock: Clock, *, identity: IdentityClient, networks: dict[str, NetworkConfig],
-                 spool: AuditSpool, relay: OutboxRelay | None = None, accrual_delay: timedelta = timedelta(days=1),
-                 pending_expiry: timedelta = timedelta(days=90), sweeps: bool = False) -> None:
+                 spool: AuditSpool, refusals: RefusalBudget, relay: OutboxRelay | None = None,
+                 accrual_delay: timedelta = timedelta(days=1), pending_expiry: timedelta = timedelta(days=90),
+                 sweeps: bool = False) -> None:
         self._db = db
         self._clock = clock
         self._identity = identity
         self._relay = relay
         self.work_due = asyncio.Event()  # set when a purchase is confirmed: the accrual job looks now
-        self.ingestion = Ingestion(db, clock, networks=networks, spool=spool, on_confirmed=self.work_due.set,
+        self.ingestion = Ingestion(db, clock, networks=networks, spool=spool, refusals=refusals,
+                                   on_confirmed=self.work_due.set,
                                    on_settled=self._wake_relay, sweeps=sweeps)
         self.lifecycle = Lifecycle(db, clock, accrual_delay=accrual_delay, pending_expiry=pending_expiry,
                                    on_settled=self._wake_relay, sweeps=sweeps)

@@ -23,7 +23,7 @@ SERVICES = ("identity", "tracking", "ledger", "redemption")
 # thousands of requests: per-address limits (the gateway's, and identity's on SMS codes; both
 # tested on their own) are out of the way.
 GENEROUS_LIMITS = {"GATEWAY_RATE_LIMIT_PER_ADDRESS": "1000000", "GATEWAY_RATE_LIMIT_PER_USER": "1000000",
-                   "IDENTITY_ADDRESS_CODES_PER_HOUR": "0"}
+                   "IDENTITY_ADDRESS_CODES_PER_HOUR": "0", "TRACKING_REFUSED_POSTBACKS_PER_MINUTE": "0"}
 DIRECT_SECRET = "dev-direct-secret"
 
 

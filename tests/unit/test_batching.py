@@ -106,3 +106,17 @@ async def test_a_handler_answering_the_wrong_number_of_results_fails_loudly():
     batcher = Batcher(handle, name="t")
     with pytest.raises(AssertionError, match="1 results for 2 items"):
         await asyncio.gather(batcher.submit(1), batcher.submit(2))
+
+
+async def test_a_batch_bounded_by_weight_takes_what_fits_and_a_heavy_item_goes_alone():
+    rec = Recorder()
+    rec.gate.clear()
+    batcher = Batcher(rec.handle, name="t", max_in_flight=1, weight=lambda i: i, max_weight=10)
+    first = asyncio.create_task(batcher.submit(0))
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    rest = [asyncio.create_task(batcher.submit(i)) for i in (4, 6, 2, 40, 8)]
+    await asyncio.sleep(0)
+    rec.gate.set()
+    await asyncio.gather(first, *rest, return_exceptions=True)
+    assert rec.calls == [[0], [4, 6], [2], [40], [8]]
