@@ -17,8 +17,8 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from services.common.grpc_client import error_info
+from services.common.limits import MAX_IDEMPOTENCY_KEY_LENGTH
 from services.common.logs import request_id_var
-from services.redemption.domain import MAX_IDEMPOTENCY_KEY_LENGTH
 
 log = logging.getLogger("cashback.gateway")
 

@@ -15,8 +15,7 @@ from google.protobuf.descriptor import EnumDescriptor
 from google.protobuf.message import Message
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
-from services.redemption import domain as redemption_rules
-from services.tracking import domain as tracking_rules
+from services.common import limits
 
 
 def proto_enum(name: str, descriptor: EnumDescriptor, prefix: str) -> type[enum.StrEnum]:
@@ -76,9 +75,9 @@ def _json_number(value: Any) -> Any:
 StrictKopecks = Annotated[int, BeforeValidator(_json_number)]
 # The limits the services enforce, documented here so that a request the document calls valid is
 # never refused for its shape (only for facts the schema cannot know: balance, a code's check symbol).
-MAX_PURCHASE_KOPECKS = tracking_rules.MAX_AMOUNT_KOPECKS
-MAX_ID_LENGTH = tracking_rules.MAX_ID_LENGTH
-CERTIFICATE_CODE = rf"^[ \t-]*(?:[2-9A-HJKMNP-Za-hjkmnp-z][ \t-]*){{{redemption_rules.CODE_LENGTH}}}$"
+MAX_PURCHASE_KOPECKS = limits.MAX_AMOUNT_KOPECKS
+MAX_ID_LENGTH = limits.MAX_ID_LENGTH
+CERTIFICATE_CODE = rf"^[ \t-]*(?:[2-9A-HJKMNP-Za-hjkmnp-z][ \t-]*){{{limits.CERTIFICATE_CODE_LENGTH}}}$"
 SLUG = r"^[a-z0-9][a-z0-9._-]*$"
 PHONE = Field(min_length=3, max_length=32, examples=["+79161234567"])
 
@@ -430,8 +429,8 @@ class PostbackAck(BaseModel):
 # --- redemption -------------------------------------------------------------------------------
 
 class MobilePaymentRequest(Body):
-    amount_kopecks: StrictKopecks = Field(ge=redemption_rules.MIN_PAYMENT_KOPECKS,
-                                          le=redemption_rules.MAX_PAYMENT_KOPECKS, examples=[30000])
+    amount_kopecks: StrictKopecks = Field(ge=limits.MIN_PAYMENT_KOPECKS,
+                                          le=limits.MAX_PAYMENT_KOPECKS, examples=[30000])
 
 
 class MobilePayment(BaseModel):
@@ -457,8 +456,8 @@ class MobilePaymentPage(BaseModel):
 
 
 class CertificateRequest(Body):
-    nominal_kopecks: StrictKopecks = Field(ge=redemption_rules.MIN_NOMINAL_KOPECKS,
-                                           le=redemption_rules.MAX_NOMINAL_KOPECKS, multiple_of=100,
+    nominal_kopecks: StrictKopecks = Field(ge=limits.MIN_NOMINAL_KOPECKS,
+                                           le=limits.MAX_NOMINAL_KOPECKS, multiple_of=100,
                                            description="Whole roubles, 100 to 80,000.", examples=[500000])
 
 
@@ -514,8 +513,8 @@ class CertificateRedemptionRequest(Body):
     certificate_code: str = Field(max_length=64, pattern=CERTIFICATE_CODE, examples=["7KQM-2XWD-9HPT-4RNC-ZB3Z"],
                                   description="As printed; case, spaces and dashes do not matter.")
     sale_id: str = Field(min_length=1, max_length=128, examples=["SALE-2026-000123"])
-    device_price_kopecks: StrictKopecks = Field(gt=redemption_rules.MIN_TO_PAY_KOPECKS,
-                                          le=redemption_rules.MAX_PAYMENT_KOPECKS, examples=[4999000])
+    device_price_kopecks: StrictKopecks = Field(gt=limits.MIN_TO_PAY_KOPECKS,
+                                          le=limits.MAX_PAYMENT_KOPECKS, examples=[4999000])
 
 
 class CertificateRedemptionResponse(BaseModel):

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Header, Query
 
 from gateway.upstreams import Upstreams, upstreams
-from services.redemption.domain import MAX_IDEMPOTENCY_KEY_LENGTH
+from services.common.limits import MAX_IDEMPOTENCY_KEY_LENGTH
 
 Rpc = Annotated[Upstreams, Depends(upstreams)]
 PageSize = Annotated[int, Query(ge=0, le=100, description="At most 100; 0 means 20.")]

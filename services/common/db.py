@@ -88,10 +88,6 @@ class Database:
         self.engine = make_engine(url, local_ping=local_ping)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
 
-    @property
-    def is_sqlite(self) -> bool:
-        return self.engine.dialect.name == "sqlite"
-
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
         """A unit of work: commits when the block ends normally, rolls back otherwise."""

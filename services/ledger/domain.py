@@ -121,10 +121,6 @@ class ReversalSpec:
         return AccountRef(user_id=self.user_id)
 
 
-class LedgerError(Exception):
-    pass
-
-
 class TransferInvalid(InvalidArgument):
     reason = "TRANSFER_INVALID"
 

@@ -10,13 +10,17 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from services.common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from services.common.limits import (
+    CERTIFICATE_CODE_LENGTH,
+    CERTIFICATE_CODE_RANDOM_SYMBOLS,
+    MAX_IDEMPOTENCY_KEY_LENGTH,
+    MAX_NOMINAL_KOPECKS,
+    MAX_PAYMENT_KOPECKS,
+    MIN_NOMINAL_KOPECKS,
+    MIN_PAYMENT_KOPECKS,
+    MIN_TO_PAY_KOPECKS,
+)
 
-MIN_PAYMENT_KOPECKS = 100  # 1 rouble
-MAX_PAYMENT_KOPECKS = 10**11  # far above any phone bill, far below the ledger's limit
-MIN_NOMINAL_KOPECKS = 100 * 100  # 100 roubles
-MAX_NOMINAL_KOPECKS = 80_000 * 100  # 80,000 roubles
-MIN_TO_PAY_KOPECKS = 100  # the buyer always pays at least 1 rouble
-MAX_IDEMPOTENCY_KEY_LENGTH = 160
 USSD_BALANCE_REQUEST = "*100*1#"
 USSD_MAX_CHARS = 80
 
@@ -151,8 +155,8 @@ def check_same_request(stored_amount: int, amount: int, what: str) -> None:
 # 31 symbols without look-alikes (no 0/O, 1/I/L); 31 is prime, so a weighted check symbol with
 # distinct weights catches every single wrong symbol and every swap of two different symbols.
 CODE_ALPHABET = "23456789ABCDEFGHJKMNPQRSTUVWXYZ"
-CODE_RANDOM_SYMBOLS = 19  # 19 × log2(31) ≈ 94 bits from `secrets`
-CODE_LENGTH = CODE_RANDOM_SYMBOLS + 1
+CODE_RANDOM_SYMBOLS = CERTIFICATE_CODE_RANDOM_SYMBOLS
+CODE_LENGTH = CERTIFICATE_CODE_LENGTH
 CODE_GROUP = 4
 _BASE = len(CODE_ALPHABET)
 _VALUE = {ch: i for i, ch in enumerate(CODE_ALPHABET)}

@@ -23,11 +23,10 @@ from services.common.errors import (
     ResourceExhausted,
     Unauthenticated,
 )
+from services.common.limits import MAX_AMOUNT_KOPECKS, MAX_ID_LENGTH
 
 MAX_RATE_BPS = 8000  # no rate above 80 %
 ONE_ROUBLE = 100
-MAX_AMOUNT_KOPECKS = 10**12  # ten billion roubles: far above any purchase, far below int64
-MAX_ID_LENGTH = 128
 
 
 class RateType(enum.StrEnum):
