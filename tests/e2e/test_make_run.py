@@ -20,7 +20,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from scripts.stack import DEFAULT_STACK_PORTS, free_port
+from scripts.run_stack import Backoff, Supervisor
+from scripts.stack import DEFAULT_STACK_PORTS, Process, Stack, free_port
 from services.common.config import ROOT
 from tests.e2e.conftest import direct_postback, sign_up
 
@@ -106,8 +107,8 @@ async def test_run_stack_starts_everything_and_ctrl_c_stops_it(new_database, red
 
 
 async def test_a_killed_process_is_restarted_while_the_others_keep_serving(new_database, redis_url, tmp_path):
-    # The first restart waits 3 s: time enough to see the stack without tracking.
-    async with make_run(new_database, redis_url, tmp_path, STACK_RESTART_DELAY_SECONDS="3") as running, \
+    # The first restart waits 5 s: time enough to see the stack without tracking.
+    async with make_run(new_database, redis_url, tmp_path, STACK_RESTART_DELAY_SECONDS="5") as running, \
             httpx.AsyncClient(base_url=f"http://127.0.0.1:{running.ports['gateway']}", timeout=15) as http:
         signed = await sign_up(http, f"+7903{random.randint(0, 9_999_999):07d}")
         auth = {"Authorization": f"Bearer {signed['access_token']}"}
@@ -118,7 +119,7 @@ async def test_a_killed_process_is_restarted_while_the_others_keep_serving(new_d
         mark = len(running.output())
         os.kill(tracking_pid, signal.SIGKILL)
         await running.wait_for_output(
-            rf"tracking \(pid {tracking_pid}\) exited: killed by SIGKILL .*restarting it in 3 s", after=mark)
+            rf"tracking \(pid {tracking_pid}\) exited: killed by SIGKILL .*restarting it in 5 s", after=mark)
 
         # Tracking is down: its routes are a 503 that says when to retry; the other services answer.
         down = await http.get("/v1/partners", params={"q": "ali"})
@@ -150,3 +151,29 @@ async def test_a_killed_process_is_restarted_while_the_others_keep_serving(new_d
 
         await ctrl_c_stops_everything(running)
         assert "restarting" not in running.output()[running.output().index("stopping…"):]
+
+
+async def test_a_process_that_keeps_exiting_is_restarted_ever_later_until_the_stop(tmp_path):
+    crashing = Process("crashing", "scripts.no_such_module", free_port(), "grpc")  # python -m exits with 1
+    stack = Stack([crashing], log_dir=str(tmp_path))
+    said: list[str] = []
+    supervisor = Supervisor(stack, Backoff(first=0.05, cap=0.2, reset_after=60), said.append)
+    await stack.spawn(crashing)
+    supervisor.start()
+    try:
+        for _ in range(600):
+            if sum(") exited: " in line for line in said) >= 5:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        await supervisor.stop()
+        await stack.stop()
+    exits = [line for line in said if ") exited: " in line]
+    assert len(exits) >= 5, said
+    assert all("exited: exit code 1" in line for line in exits), exits
+    delays = [float(re.search(r"restarting it in ([\d.]+) s", line).group(1)) for line in exits]  # type: ignore[union-attr]
+    assert delays[:5] == [0.05, 0.1, 0.2, 0.2, 0.2]
+    assert [f"exit {n} in a row" in line for n, line in enumerate(exits[:5], 1)] == [True] * 5
+    count = len(said)
+    await asyncio.sleep(0.5)
+    assert len(said) == count, "restarted after the stop"
