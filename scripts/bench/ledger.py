@@ -8,9 +8,9 @@ server) it measures:
   - batched transfers per second: CreateTransfers with BENCH_BATCH (1,000) accruals per call, one
     call at a time (the primary figure); then, as a secondary figure, BENCH_BATCHES_IN_FLIGHT (2)
     callers at once;
-  - balance reads (GetBalance) p50/p99 while BENCH_CONCURRENCY / 2 writers keep creating single
-    transfers; target p99 <= 10 ms on PostgreSQL, <= 25 ms on SQLite (WAL: readers never wait for
-    writers);
+  - balance reads (GetBalance) p50/p99 while BENCH_CONCURRENCY / 2 writers (a client process of
+    their own) keep creating single transfers; target p99 <= 10 ms on PostgreSQL, <= 25 ms on
+    SQLite (WAL: readers never wait for writers);
 and beside them, in the same run against the same server, pgbench's built-in TPC-B-like
 workload (`pgbench -b tpcb-like`, the classic account-transfer transaction) on a scratch
 database, printed as ratios. Target: batched transfers/s >= 10x pgbench's TPC-B TPS.
@@ -26,6 +26,7 @@ import re
 import secrets
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 import uuid
@@ -34,6 +35,7 @@ import asyncpg
 from cashback.ledger.v1 import ledger_pb2, ledger_pb2_grpc
 
 from scripts.stack import Stack, free_port, processes
+from services.common.config import ROOT
 from services.common.credentials import hash_key
 from services.common.grpc_client import open_channel
 
@@ -100,22 +102,40 @@ async def batched_in_flight(stub: ledger_pb2_grpc.LedgerServiceStub, batches: in
     return batches * size / (time.perf_counter() - started)
 
 
-async def reads_under_writes(stub: ledger_pb2_grpc.LedgerServiceStub, seconds: float) -> tuple[float, float, float]:
-    """(p50 ms, p99 ms, writes/s meanwhile): one reader in a loop, CONCURRENCY // 2 writers."""
+async def write_for(address: str, token: str, seconds: float, writers: int) -> int:
+    """`writers` callers creating single transfers for `seconds`; how many they created."""
+    channel = open_channel(address, default_timeout=120, token=token)
+    stub = ledger_pb2_grpc.LedgerServiceStub(channel)
     run = uuid.uuid4().hex[:8]
-    stop = asyncio.Event()
-    written = 0
     counter = iter(range(10**9))
+    deadline = time.perf_counter() + seconds
+    written = 0
 
     async def writer() -> None:
         nonlocal written
         for i in counter:
-            if stop.is_set():
+            if time.perf_counter() >= deadline:
                 return
             await stub.CreateTransfer(ledger_pb2.CreateTransferRequest(transfer=accrual(run, i)))
             written += 1
 
-    writers = [asyncio.create_task(writer()) for _ in range(max(1, CONCURRENCY // 2))]
+    try:
+        await asyncio.gather(*(writer() for _ in range(writers)))
+    finally:
+        await channel.close()
+    return written
+
+
+async def reads_under_writes(stub: ledger_pb2_grpc.LedgerServiceStub, address: str, token: str,
+                             seconds: float) -> tuple[float, float, float]:
+    """(p50 ms, p99 ms, writes/s meanwhile): one reader in a loop here, CONCURRENCY // 2 writers in a
+    client process of their own (as the gateway and tracking's relay are: the writers' replies are
+    not handled by the reader's event loop)."""
+    writing = seconds + 1
+    writers = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "scripts.bench.ledger", "write", address, str(writing), str(max(1, CONCURRENCY // 2)),
+        cwd=str(ROOT), env={**os.environ, "BENCH_LEDGER_TOKEN": token}, stdout=asyncio.subprocess.PIPE)
+    await asyncio.sleep(0.5)  # the writers are under way
     latencies = []
     started = time.perf_counter()
     i = 0
@@ -124,11 +144,11 @@ async def reads_under_writes(stub: ledger_pb2_grpc.LedgerServiceStub, seconds: f
         await stub.GetBalance(ledger_pb2.GetBalanceRequest(user_id=f"bench-user-{i % USERS}"))
         latencies.append((time.perf_counter() - t0) * 1000)
         i += 1
-    stop.set()
-    await asyncio.gather(*writers)
-    elapsed = time.perf_counter() - started
+    out, _ = await writers.communicate()
+    if writers.returncode != 0:
+        raise RuntimeError(f"the writers' process failed with code {writers.returncode}")
     cuts = statistics.quantiles(latencies, n=100)
-    return cuts[49], cuts[98], written / elapsed
+    return cuts[49], cuts[98], int(out.split()[-1]) / writing
 
 
 async def bench_ledger(label: str, database_url: str) -> dict[str, float]:
@@ -150,7 +170,7 @@ async def bench_ledger(label: str, database_url: str) -> dict[str, float]:
             if IN_FLIGHT > 1:
                 figures["in_flight"] = await batched_in_flight(stub, BATCHES, BATCH, IN_FLIGHT)
             figures["read_p50"], figures["read_p99"], figures["writes_during_reads"] = (
-                await reads_under_writes(stub, READ_SECONDS))
+                await reads_under_writes(stub, f"127.0.0.1:{port}", token, READ_SECONDS))
             audit = await stub.AuditLedger(ledger_pb2.AuditLedgerRequest())
             figures["audit_ok"] = float(audit.ok)
             figures["transfers"] = float(audit.transfers_checked)
@@ -241,3 +261,8 @@ async def main() -> None:
             await admin.close()
     with tempfile.TemporaryDirectory() as tmp:
         report("sqlite", await bench_ledger("sqlite", f"sqlite+aiosqlite:///{tmp}/bench.db"), None)
+
+
+if __name__ == "__main__":  # the writers of reads_under_writes: write ADDRESS SECONDS WRITERS
+    _, _, _address, _seconds, _writers = sys.argv
+    print(asyncio.run(write_for(_address, os.environ["BENCH_LEDGER_TOKEN"], float(_seconds), int(_writers))))
