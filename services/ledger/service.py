@@ -244,7 +244,7 @@ class Ledger:
         failed = False
         async with self._db.transaction() as session:
             repo = LedgerRepository(session)
-            await repo.plan_each_statement()
+            await repo.plan_each_statement(len(specs))
             now = self._clock.now()
             invalid: dict[int, DomainError] = {}
             for i, spec in enumerate(specs):
