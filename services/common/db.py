@@ -96,9 +96,14 @@ class Database:
     def __init__(self, url: str, *, local_ping: bool = False) -> None:
         self.url = url
         self.engine = make_engine(url, local_ping=local_ping)
-        # An in-memory SQLite database exists once per connection: no second pool for it.
-        separate_readers = self.is_sqlite and self.engine.url.database not in (None, "", ":memory:")
-        self.read_engine = make_engine(url, read_only=True) if separate_readers else self.engine
+        self.read_engine = self.engine
+        if not self.is_sqlite:
+            # PostgreSQL: reads in autocommit, with no BEGIN and ROLLBACK around them (one round
+            # trip for a one-statement read, not three). At READ COMMITTED, each statement of a
+            # transaction sees its own snapshot anyway; what needs one snapshot takes a transaction.
+            self.read_engine = self.engine.execution_options(isolation_level="AUTOCOMMIT")
+        elif self.engine.url.database not in (None, "", ":memory:"):  # in memory: one database per connection
+            self.read_engine = make_engine(url, read_only=True)
         self.sessions = async_sessionmaker(self.read_engine, expire_on_commit=False)
         self._writing = async_sessionmaker(self.engine, expire_on_commit=False)
 
@@ -118,5 +123,5 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
-        if self.read_engine is not self.engine:
+        if self.read_engine.pool is not self.engine.pool:
             await self.read_engine.dispose()
