@@ -49,6 +49,9 @@ TITLES: dict[int, str] = {
     422: "Request refused", 431: "Request headers too large",
     429: "Too many requests", 500: "Internal error", 503: "Service unavailable", 504: "Upstream timeout",
 }
+# A 503 says when to retry: the service's own hint (ErrorInfo metadata `retry_after_seconds`) or
+# this, about the time `make run`'s supervisor (or an orchestrator) takes to bring a process back.
+UNAVAILABLE_RETRY_AFTER_SECONDS = 2
 # Messages of these codes come from grpc itself (addresses, stack-ish text), not from our services.
 _TRANSPORT_CODES = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.INTERNAL,
                     grpc.StatusCode.UNKNOWN}
@@ -106,8 +109,9 @@ def rpc_error_response(exc: grpc.aio.AioRpcError) -> JSONResponse:
     info = error_info(exc)
     status = http_status(info.code, info.reason)
     headers: dict[str, str] = {}
-    if status == 429:
-        headers["Retry-After"] = str(max(1, int(float(info.metadata.get("retry_after_seconds", "1") or 1))))
+    if status in (429, 503):
+        default = "1" if status == 429 else str(UNAVAILABLE_RETRY_AFTER_SECONDS)
+        headers["Retry-After"] = str(max(1, int(float(info.metadata.get("retry_after_seconds", default) or 1))))
     if status == 401:
         headers["WWW-Authenticate"] = "Bearer"
     if info.code in _TRANSPORT_CODES or status == 500:

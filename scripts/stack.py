@@ -107,6 +107,12 @@ class Stack:
         self._logs: list[Any] = []
 
     async def start_one(self, proc: Process, timeout: float = 60) -> None:
+        await self.spawn(proc)
+        await self.wait_healthy(proc, timeout)
+
+    async def spawn(self, proc: Process) -> asyncio.subprocess.Process:
+        """Starts the process without waiting for it to be healthy (the supervisor of `make run`
+        restarts a process this way, then waits for it with `alive_only`)."""
         out = None
         if self.log_dir is not None:
             out = open(os.path.join(self.log_dir, f"{proc.name}.log"), "ab")  # noqa: ASYNC230, SIM115
@@ -116,16 +122,18 @@ class Stack:
             sys.executable, "-m", proc.module, cwd=str(ROOT), env={**self.base_env, **proc.env},
             stdout=out, stderr=asyncio.subprocess.STDOUT if out is not None else None,
         )
-        await self.wait_healthy(proc, timeout)
+        return self.running[proc.name]
 
-    async def wait_healthy(self, proc: Process, timeout: float = 60) -> None:
+    async def wait_healthy(self, proc: Process, timeout: float = 60, *, alive_only: bool = False) -> None:
+        """Until the process answers its health check: SERVING for a gRPC service; for the
+        gateway, /readyz (every upstream SERVING), or /healthz with `alive_only`."""
         deadline = time.monotonic() + timeout
+        ready_path = "/readyz" if proc.name == "gateway" and not alive_only else "/healthz"
         while time.monotonic() < deadline:
             child = self.running[proc.name]
             if child.returncode is not None:
                 raise RuntimeError(f"{proc.name} exited with code {child.returncode} while starting")
-            ok = await (_grpc_serving(proc.port) if proc.kind == "grpc"
-                        else _http_ready(proc.port, "/readyz" if proc.name == "gateway" else "/healthz"))
+            ok = await (_grpc_serving(proc.port) if proc.kind == "grpc" else _http_ready(proc.port, ready_path))
             if ok:
                 return
             await asyncio.sleep(0.2)

@@ -1,9 +1,12 @@
 """Database engine and units of work, the same for every service.
 
-SQLite (the embedded default) serialises writers: every transaction starts with
-`BEGIN IMMEDIATE`, so a read-then-write use case cannot race another one (the effect that row
-locks have on PostgreSQL). On PostgreSQL, use cases lock the rows they change with
-`SELECT ... FOR UPDATE` and background jobs claim work with `FOR UPDATE SKIP LOCKED`.
+SQLite (the embedded default) serialises writers: every write transaction (`Database.transaction`)
+starts with `BEGIN IMMEDIATE`, so a read-then-write use case cannot race another one (the effect
+that row locks have on PostgreSQL). Reads (`Database.sessions`) never take that lock: they run on
+connections of their own pool with a plain (deferred) BEGIN, and in WAL mode a reader sees the last
+commit without waiting for a writer, whether for its lock or for a pooled connection. On
+PostgreSQL, use cases lock the rows they change with `SELECT ... FOR UPDATE` and background jobs
+claim work with `FOR UPDATE SKIP LOCKED`; reads and writes share one pool.
 """
 
 from __future__ import annotations
@@ -41,9 +44,13 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-def make_engine(url: str, *, pool_size: int | None = None, local_ping: bool = False) -> AsyncEngine:
+def make_engine(url: str, *, pool_size: int | None = None, local_ping: bool = False,
+                read_only: bool = False) -> AsyncEngine:
     """`pool_size` connections per process (and as many again in overflow); default from
     `CASHBACK_DB_POOL_SIZE` (5): four services × replicas must fit PostgreSQL's max_connections.
+
+    SQLite: transactions begin with `BEGIN IMMEDIATE` (the write lock), or with `read_only` with a
+    plain BEGIN on `query_only` connections (a write through them fails loudly).
 
     A pooled PostgreSQL connection is checked before each use: by default with a ping (with asyncpg,
     three round trips: BEGIN, `;`, ROLLBACK); with `local_ping`, by asking the driver whether the
@@ -62,11 +69,13 @@ def make_engine(url: str, *, pool_size: int | None = None, local_ping: bool = Fa
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute("PRAGMA busy_timeout=30000")
+            if read_only:
+                cursor.execute("PRAGMA query_only=ON")
             cursor.close()
 
         @event.listens_for(engine.sync_engine, "begin")
         def _sqlite_begin(conn: Any) -> None:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
         return engine
     engine = create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=not local_ping)
@@ -81,17 +90,31 @@ def make_engine(url: str, *, pool_size: int | None = None, local_ping: bool = Fa
 
 
 class Database:
-    """One engine and session factory per service process."""
+    """One engine per service process (two on SQLite: writers and readers), and its sessions:
+    `sessions()` to read, `transaction()` to write."""
 
     def __init__(self, url: str, *, local_ping: bool = False) -> None:
         self.url = url
         self.engine = make_engine(url, local_ping=local_ping)
-        self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        self.read_engine = self.engine
+        if not self.is_sqlite:
+            # PostgreSQL: reads in autocommit, with no BEGIN and ROLLBACK around them (one round
+            # trip for a one-statement read, not three). At READ COMMITTED, each statement of a
+            # transaction sees its own snapshot anyway; what needs one snapshot takes a transaction.
+            self.read_engine = self.engine.execution_options(isolation_level="AUTOCOMMIT")
+        elif self.engine.url.database not in (None, "", ":memory:"):  # in memory: one database per connection
+            self.read_engine = make_engine(url, read_only=True)
+        self.sessions = async_sessionmaker(self.read_engine, expire_on_commit=False)
+        self._writing = async_sessionmaker(self.engine, expire_on_commit=False)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.engine.dialect.name == "sqlite"
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
         """A unit of work: commits when the block ends normally, rolls back otherwise."""
-        async with self.sessions() as session, session.begin():
+        async with self._writing() as session, session.begin():
             yield session
 
     async def ping(self) -> None:
@@ -100,3 +123,5 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+        if self.read_engine.pool is not self.engine.pool:
+            await self.read_engine.dispose()

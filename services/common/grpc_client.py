@@ -14,6 +14,7 @@ from services.common.grpc_server import REQUEST_ID_KEY, STATUS_DETAILS_KEY, RpcE
 from services.common.logs import request_id_var
 
 DEFAULT_DEADLINE_SECONDS = 5.0
+MAX_RECONNECT_BACKOFF_MS = 2000
 _CODE_BY_NUMBER = {code.value[0]: code for code in grpc.StatusCode}
 
 
@@ -44,11 +45,16 @@ class _CallDefaults(grpc.aio.UnaryUnaryClientInterceptor):
 def open_channel(address: str, *, default_timeout: float = DEFAULT_DEADLINE_SECONDS,
                  token: str | None = None, caller: str | None = None) -> grpc.aio.Channel:
     """A channel to one of our services; its calls present `token` (default: the service token of
-    this process, `caller`: `services.common.credentials.service_token`)."""
+    this process, `caller`: `services.common.credentials.service_token`). While the service is
+    down, calls fail at once (UNAVAILABLE) and the channel tries to reconnect at most every
+    MAX_RECONNECT_BACKOFF_MS (gRPC's default grows to 120 s): a restarted service is used again
+    within a couple of seconds."""
     return grpc.aio.insecure_channel(
         address,
         interceptors=[_CallDefaults(default_timeout, service_token(caller) if token is None else token)],
-        options=[("grpc.keepalive_time_ms", 30_000), ("grpc.enable_retries", 1)],
+        options=[("grpc.keepalive_time_ms", 30_000), ("grpc.enable_retries", 1),
+                 ("grpc.initial_reconnect_backoff_ms", 500),
+                 ("grpc.max_reconnect_backoff_ms", MAX_RECONNECT_BACKOFF_MS)],
     )
 
 

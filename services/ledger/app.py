@@ -20,8 +20,9 @@ SERVICE_NAME = ledger_pb2.DESCRIPTOR.services_by_name["LedgerService"].full_name
 async def build_runtime(settings: Settings, clock: Clock | None = None) -> Runtime:
     clock = clock or SystemClock()
     await upgrade_async("ledger", settings.database_url)
-    db = Database(settings.database_url)
-    ledger = Ledger(db, clock)
+    db = Database(settings.database_url, local_ping=True)  # every call checks out a connection
+    ledger = Ledger(db, clock, group_commit_size=settings.group_commit_size,
+                    group_commits_in_flight=settings.group_commits_in_flight)
     await ledger.ensure_system_accounts()
     servicer = LedgerServicer(ledger, settings.default_pending_timeout_seconds)
 

@@ -14,6 +14,9 @@ class Settings:
     # How often the expiry job looks for pending transfers past their timeout.
     expiry_interval_seconds: float = 1.0
     default_pending_timeout_seconds: int = 3600
+    # Group commit of single transfers: at most this many in one transaction, this many transactions at once.
+    group_commit_size: int = 256
+    group_commits_in_flight: int = 1
 
     @classmethod
     def from_env(cls) -> Settings:

@@ -91,6 +91,7 @@ _PG_SET_USER_COUNTERS = text(
 _TRANSFER_COLUMNS = ("id", "debit_account_id", "credit_account_id", "amount", "kind", "reference", "pending",
                      "timeout_seconds", "state", "timeout_at", "created_at", "resolved_at")
 _row_values = itemgetter(*_TRANSFER_COLUMNS)
+_CUSTOM_PLAN_MIN_ROWS = 100  # below, the generic plan of a few rows is as good (see plan_each_statement)
 _COPY_MIN_ROWS = 50  # below, COPY's extra round trip (it first reads the column types) does not pay
 _PG_INSERT_TRANSFERS = text(
     f"INSERT INTO transfers ({', '.join(_TRANSFER_COLUMNS)}) "
@@ -117,12 +118,14 @@ class LedgerRepository:
     def _dialect(self) -> str:
         return self.session.bind.dialect.name
 
-    async def plan_each_statement(self) -> None:
-        """PostgreSQL: plan every statement of this transaction for its own parameters. The array
-        statements serve single transfers and batches of thousands alike; once single transfers
-        have made the server cache a generic plan (sized for a few rows), a batch would run it too,
-        several times slower. Planning them afresh costs well under a millisecond."""
-        if self._dialect == "postgresql":
+    async def plan_each_statement(self, rows: int) -> None:
+        """PostgreSQL, a transaction of `rows` transfers: plan every statement for its own
+        parameters. The array statements serve single transfers and batches of thousands alike;
+        once single transfers have made the server cache a generic plan (sized for a few rows), a
+        big batch would run it too, several times slower. Planning them afresh costs well under a
+        millisecond; the statement that asks for it is one more round trip, which a few rows (the
+        group commit of single transfers) do without: the generic plan suits them."""
+        if self._dialect == "postgresql" and rows >= _CUSTOM_PLAN_MIN_ROWS:
             await self.session.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
 
     async def create_accounts(self, refs: Iterable[AccountRef], now: datetime) -> None:

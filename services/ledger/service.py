@@ -21,6 +21,12 @@ user's row is locked; DEBTS is a system account, touched by the final UPDATE). A
 to a user repays the debt first, in the credit's transaction (`_apply_new`, and `_resolve_pending`
 for a held credit when it is posted): the debt is read with the row the use case locks anyway, so
 a user without debt costs nothing extra.
+
+Single transfers are group-committed: the CreateTransfer calls that arrive while a transaction is
+in flight go together through the batch path (services/common/batching.py), one transaction for
+all of them, and each caller gets the answer the call alone would have given. When that batch is
+not applied as a whole (one of them refused, or the transaction failed), each is applied on its
+own, in the order they came (see Ledger._create_singles).
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.exc import IntegrityError
 
+from services.common.batching import Batcher
 from services.common.clock import Clock
 from services.common.db import Database
 from services.common.errors import DomainError
@@ -78,6 +85,7 @@ class BatchResult:
     applied: bool
     # (transfer_id, "CREATED" | "ALREADY_EXISTED" | "FAILED" | "NOT_APPLIED", reason)
     results: list[tuple[str, str, str]] = field(default_factory=list)
+    created: list[dict[str, object]] = field(default_factory=list)  # the rows inserted, when applied
 
 
 @dataclass(frozen=True)
@@ -179,11 +187,16 @@ def _resolve(accounts: dict[str, Counters], row: Transfer, to: State, now: datet
 
 
 class Ledger:
-    def __init__(self, db: Database, clock: Clock) -> None:
+    def __init__(self, db: Database, clock: Clock, *, group_commit_size: int = 256,
+                 group_commits_in_flight: int = 1) -> None:
         self._db = db
         self._clock = clock
         # Accounts known to exist (they are never deleted): no INSERT for them on the write path.
         self._known: set[str] = {AccountRef(system=s).key for s in SystemAccount}
+        # The group commit of single transfers (its counters say how many batches and transfers went through).
+        self.group_commit: Batcher[TransferSpec, Created] = Batcher(
+            self._create_singles, name="transfers", max_size=min(group_commit_size, domain.MAX_BATCH_SIZE),
+            max_in_flight=group_commits_in_flight)
 
     async def ensure_system_accounts(self) -> None:
         async with self._db.transaction() as session:
@@ -201,7 +214,48 @@ class Ledger:
         self._known.update(accounts)
 
     async def create_transfer(self, spec: TransferSpec) -> Created:
+        """One transfer, group-committed with those created meanwhile (see the module's docstring)."""
         domain.validate(spec)
+        return await self.group_commit.submit(spec)
+
+    async def _create_singles(self, specs: list[TransferSpec]) -> list[Created | BaseException]:
+        """The batch of the group commit (even of one: the batch path takes fewer round trips than
+        the single path): applied as one by the batch path, each caller answered as by the single
+        path (its stored row on a replay); if that batch is not applied, one by one."""
+        try:
+            result = await self.create_transfers(specs)
+        except Exception as exc:  # noqa: BLE001 - a failure of the whole batch: each on its own below
+            log.warning("group commit of %d transfers failed (%s: %s); applying them one by one",
+                        len(specs), type(exc).__name__, exc)
+        else:
+            if result.applied:
+                return await self._answers(specs, result)
+        return [await self._alone(spec) for spec in specs]
+
+    async def _answers(self, specs: list[TransferSpec], result: BatchResult) -> list[Created | BaseException]:
+        created = {row["id"]: row for row in result.created}
+        replayed = [tid for tid, status, _ in result.results if status == "ALREADY_EXISTED"]
+        stored: dict[str, Transfer] = {}
+        if replayed:
+            async with self._db.sessions() as session:
+                stored = await LedgerRepository(session).transfers_by_id(replayed)
+        answers: list[Created | BaseException] = []
+        for spec, (tid, status, _) in zip(specs, result.results, strict=True):
+            if status == "CREATED":
+                answers.append(Created(Transfer(**created[tid]), False))
+            elif tid in stored:
+                answers.append(Created(stored[tid], True))
+            else:  # not seen by a read after the commit: cannot happen; answered by the single path
+                answers.append(await self._alone(spec))
+        return answers
+
+    async def _alone(self, spec: TransferSpec) -> Created | BaseException:
+        try:
+            return await self._create_one(spec)
+        except Exception as exc:  # noqa: BLE001 - its caller's answer
+            return exc
+
+    async def _create_one(self, spec: TransferSpec) -> Created:
         async with self._db.sessions() as session:  # a replay takes no lock and creates no account
             existing = await LedgerRepository(session).get_transfer(spec.transfer_id)
         if existing is not None:
@@ -272,7 +326,7 @@ class Ledger:
         failed = False
         async with self._db.transaction() as session:
             repo = LedgerRepository(session)
-            await repo.plan_each_statement()
+            await repo.plan_each_statement(len(specs))
             now = self._clock.now()
             invalid: dict[int, DomainError] = {}
             for i, spec in enumerate(specs):
@@ -317,7 +371,7 @@ class Ledger:
             await repo.save_accounts(accounts)
         self._remember(accounts)
         log.info("batch of %d transfers applied (%d rows new)", len(specs), len(new_rows))
-        return BatchResult(True, outcomes)
+        return BatchResult(True, outcomes, new_rows)
 
     async def reverse_credit(self, spec: ReversalSpec) -> Reversed:
         """Takes a credit back from a user (see the module docstring): what is available now, and

@@ -46,6 +46,16 @@ def test_compose_runs_the_same_process_with_the_same_variables(compose, proc):
     assert env[port_var] == proc.env[port_var]
 
 
+def test_every_container_is_restarted_when_it_exits_as_make_run_restarts_its_processes():
+    tool = shutil.which("docker-compose")
+    assert tool, "docker-compose is not installed: `make tools` installs it (Debian package docker-compose)"
+    result = subprocess.run([tool, "-f", str(COMPOSE), "config"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    resolved = yaml.safe_load(result.stdout)["services"]  # with the shared x-service block merged in
+    for name, service in resolved.items():
+        assert service.get("restart") in {"unless-stopped", "always"}, f"{name} is not restarted when it exits"
+
+
 def test_every_service_waits_for_what_it_needs_to_be_healthy(compose):
     for name, service in compose["services"].items():
         assert "healthcheck" in service, f"{name} has no healthcheck"

@@ -70,6 +70,17 @@ def test_transport_failures_do_not_leak_grpc_internals():
     assert response.status_code == 503 and body["code"] == "UNAVAILABLE" and "127.0.0.1" not in body["detail"]
 
 
+def test_an_unavailable_upstream_says_when_to_retry():
+    down = rpc_error_response(rpc_error(grpc.StatusCode.UNAVAILABLE, "Connection refused"))
+    hinted = rpc_error_response(rpc_error(grpc.StatusCode.UNAVAILABLE, "database unavailable",
+                                          "DATABASE_UNAVAILABLE", retry_after_seconds="7"))
+    timeout = rpc_error_response(rpc_error(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded"))
+    assert down.status_code == 503 and int(down.headers["retry-after"]) >= 1
+    assert hinted.status_code == 503 and hinted.headers["retry-after"] == "7"
+    assert json.loads(hinted.body)["code"] == "DATABASE_UNAVAILABLE"
+    assert timeout.status_code == 504 and "retry-after" not in timeout.headers
+
+
 def test_an_internal_error_of_a_service_is_a_generic_500():
     response = rpc_error_response(rpc_error(grpc.StatusCode.INTERNAL, "KeyError: 'x' at line 3", "INTERNAL"))
     body = json.loads(response.body)
