@@ -178,6 +178,12 @@ async def test_a_report_claimed_but_not_committed_when_tracking_dies_is_applied_
         again = await deliver(http, body, answers)
         assert again["outcome"] == "DUPLICATE"
         purchase = await eventually(lambda: _accrued(http, auth, applied["purchase_id"]), seconds=RETRY_FOR_SECONDS)
+
+        async def credited():  # the relay credits the ledger after the accrual job marked it ACCRUED
+            return await ledger_check(crashable.ledger_address, user["user_id"]) or None
+
+        entries = await eventually(credited, seconds=RETRY_FOR_SECONDS)
+        await asyncio.sleep(1)  # and nothing more comes
         entries = await ledger_check(crashable.ledger_address, user["user_id"])
         assert [(e.kind, e.amount_kopecks) for e in entries] == [
             (ledger_pb2.TRANSFER_KIND_CASHBACK, purchase["cashback_kopecks"])]
