@@ -20,7 +20,7 @@ from gateway.auth import KeySet
 from gateway.config import Settings
 from gateway.idempotency import IdempotencyStore
 from gateway.limits import RateLimiter
-from gateway.middleware import GatewayMiddleware
+from gateway.middleware import MAX_HEADER_BYTES, MAX_TARGET_BYTES, GatewayMiddleware
 from gateway.routes import auth, catalogue, dev, me, postbacks, redemption, stores, support
 from gateway.schemas import Health
 from gateway.upstreams import Upstreams
@@ -107,6 +107,10 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     problem = {"description": "The request is not valid (code VALIDATION_FAILED)", "content": content}
     too_large = {"description": f"The request body is larger than {app.state.settings.max_body_bytes} bytes "
                                 "(code BODY_TOO_LARGE)", "content": content}
+    target_too_long = {"description": f"The path and query are longer than {MAX_TARGET_BYTES} bytes "
+                                      "(code URI_TOO_LONG)", "content": content}
+    headers_too_large = {"description": f"The headers are larger than {MAX_HEADER_BYTES} bytes "
+                                        "(code HEADERS_TOO_LARGE)", "content": content}
     for path in schema.get("paths", {}).values():
         for operation in path.values():
             responses = operation.get("responses", {})
@@ -118,6 +122,8 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
                 responses.setdefault("400", problem)
             if operation.get("requestBody"):
                 responses.setdefault("413", too_large)
+            responses.setdefault("414", target_too_long)  # every route: the middleware's caps
+            responses.setdefault("431", headers_too_large)
     for name in ("HTTPValidationError", "ValidationError"):
         components.pop(name, None)
     return schema
