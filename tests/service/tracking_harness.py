@@ -138,7 +138,7 @@ async def tracking_stack(start_service):
     yield Stack(tracking_pb2_grpc.TrackingServiceStub(channels[0]), identity_pb2_grpc.IdentityServiceStub(channels[1]),
                 ledger_pb2_grpc.LedgerServiceStub(channels[2]), clock, tracking.settings.database_url)
     for channel in channels:
-        await channel.close()
+        await asyncio.wait_for(channel.close(), 30)  # bounded: a teardown never hangs the run
 
 
 async def rpc_error(call) -> grpc.aio.AioRpcError:
